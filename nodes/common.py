@@ -1,0 +1,46 @@
+"""Shared node plumbing: custom types, model folders, folder-model combos, image conversion."""
+from __future__ import annotations
+
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+CATEGORY = "rezcty"
+EMBEDDED_PREFIX = "embedded: "
+
+# Custom socket types (CONTRACT.md): prefixed REZCTY_ so they never clash with other packs.
+DinoType = io.Custom("REZCTY_DINO")
+EmbeddingType = io.Custom("REZCTY_EMBEDDING")
+LLMType = io.Custom("REZCTY_LLM")
+
+# Model folders the pack adds under ComfyUI's models/ (HF-format folders, one per model).
+PACK_MODEL_FOLDERS = ("dinov2", "LLM", "rezcty_adapters")
+for _name in PACK_MODEL_FOLDERS:
+    folder_paths.add_model_folder_path(_name, os.path.join(folder_paths.models_dir, _name))
+
+
+def list_model_dirs(folder: str) -> list[str]:
+    """Sub-folders (HF `save_pretrained` layout) of every path registered for `folder`."""
+    names: set[str] = set()
+    for root in folder_paths.get_folder_paths(folder):
+        if not os.path.isdir(root):
+            continue
+        for entry in os.scandir(root):
+            if entry.is_dir() and not entry.name.startswith("."):
+                names.add(entry.name)
+    return sorted(names)
+
+
+def resolve_model_dir(folder: str, name: str) -> str:
+    """Absolute path of a model folder chosen in a combo; a clear error when it is gone."""
+    for root in folder_paths.get_folder_paths(folder):
+        path = os.path.join(root, name)
+        if os.path.isdir(path):
+            return path
+    searched = ", ".join(folder_paths.get_folder_paths(folder))
+    raise FileNotFoundError(f"model folder '{name}' not found under models/{folder} (searched: {searched})")
+
+
+def output_dir() -> str:
+    return folder_paths.get_output_directory()

@@ -1,0 +1,25 @@
+"""Where rezcty's own files live: the embedded default models and user-editable data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACK_DIR = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def embedded_dir() -> Path:
+    """Folder of the converted embedded default models (DINOv2-small, SmolLM2, BRISQUE, CLIP BPE).
+
+    `REZCTY_EMBEDDED_DIR` wins; otherwise the set-up cache inside this repo's `.comfyui/`,
+    so the models are found whatever base directory the server runs with.
+    """
+    env = os.environ.get("REZCTY_EMBEDDED_DIR")
+    if env:
+        return Path(env)
+    return PACK_DIR / ".comfyui" / "embedded"
+
+
+def embedded_raw(*parts: str) -> Path:
+    """A file as unpacked from its PyPI wheel, before any conversion."""
+    return embedded_dir().joinpath("raw", *parts)

@@ -1,0 +1,300 @@
+"""Drive the real ComfyUI server headless from tests, through its HTTP and websocket API.
+
+The server is started through the very code path of `./rezcty comfy` (a subprocess of the
+`rezcty` script), on a free port, with a temporary base directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".comfyui" / "cache"
+
+# node ids fixed by ../shared/CONTRACT.md
+CONTRACT_NODES = [
+    "RezctyDINOv2Loader", "RezctyDINOv2Embed", "RezctyLLMLoader", "RezctyWhispererExpand",
+    "RezctyQCJudge", "RezctyMetadataWriter", "RezctyDualLoraLoader", "RezctyEmbeddingBridge",
+]
+IMPORT_FAILURE_PATTERNS = ["IMPORT FAILED", "Cannot import", "Error while calling comfy_entrypoint"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nodes_defined_in_pack() -> list[str]:
+    """Contract node ids that appear in nodes/*.py: these must all be registered."""
+    text = "\n".join(p.read_text() for p in (REPO / "nodes").glob("*.py"))
+    return [n for n in CONTRACT_NODES if re.search(rf"node_id\s*=\s*['\"]{n}['\"]", text)]
+
+
+class ComfyError(AssertionError):
+    """A prompt was rejected or failed; the message carries ComfyUI's error and the server log."""
+
+    def __init__(self, message: str, payload: dict | None = None):
+        super().__init__(message)
+        self.payload = payload or {}
+
+
+@dataclass
+class RunResult:
+    prompt_id: str
+    outputs: dict
+    status: dict
+    messages: list = field(default_factory=list)
+
+    def ui(self, node_id: str) -> dict:
+        """The `ui` dict a node returned (e.g. {'text': [...]} or {'images': [...]})."""
+        return self.outputs.get(str(node_id), {})
+
+    def text(self, node_id: str) -> list[str]:
+        return list(self.ui(node_id).get("text", []))
+
+    def executed_nodes(self) -> set[str]:
+        return {m["data"]["node"] for m in self.messages if m.get("type") == "executing" and m["data"].get("node")}
+
+    def cached_nodes(self) -> set[str]:
+        found: set[str] = set()
+        for m in self.messages:
+            if m.get("type") == "execution_cached":
+                found.update(m["data"].get("nodes", []))
+        return found
+
+
+class ComfyServer:
+    def __init__(self, base_dir: Path, port: int | None = None, log_path: Path | None = None):
+        self.base_dir = Path(base_dir)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or (self.base_dir / "server.log")
+        self.proc: subprocess.Popen | None = None
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self.base_dir / "models"
+
+    @property
+    def input_dir(self) -> Path:
+        return self.base_dir / "input"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base_dir / "output"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, timeout: float = 240.0, env: dict | None = None) -> "ComfyServer":
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(REPO / "rezcty"), "comfy", "--port", str(self.port), "--base-directory", str(self.base_dir)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise ComfyError(f"ComfyUI exited with code {self.proc.returncode} during start\n{self.log_tail()}")
+            try:
+                self.get("/object_info/PreviewAny", timeout=5)
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                time.sleep(0.5)
+        raise ComfyError(f"ComfyUI did not answer /object_info within {timeout:.0f} s\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """Kill the server abruptly (for resume tests)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 80) -> str:
+        text = self.log_text().splitlines()
+        return "---- ComfyUI server log (tail) ----\n" + "\n".join(text[-lines:])
+
+    def import_failures(self) -> list[str]:
+        return [line for line in self.log_text().splitlines() if any(p in line for p in IMPORT_FAILURE_PATTERNS)]
+
+    # -- HTTP ----------------------------------------------------------------------------
+    def get(self, path: str, timeout: float = 30) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def get_bytes(self, path: str, timeout: float = 60) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+            return r.read()
+
+    def post(self, path: str, payload: dict, timeout: float = 30) -> dict:
+        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                body = r.read()
+                return json.loads(body) if body else {}
+        except urllib.error.HTTPError as e:
+            body = e.read().decode(errors="replace")
+            try:
+                payload_out = json.loads(body)
+            except json.JSONDecodeError:
+                payload_out = {"raw": body}
+            raise ComfyError(f"POST {path} -> HTTP {e.code}: {body}\n{self.log_tail(30)}", payload_out) from None
+
+    def object_info(self, node: str | None = None) -> dict:
+        return self.get("/object_info" + (f"/{node}" if node else ""))
+
+    def free(self, unload_models: bool = True) -> None:
+        """Ask ComfyUI to unload models and drop its execution cache."""
+        self.post("/free", {"unload_models": unload_models, "free_memory": True})
+
+    # -- prompts -------------------------------------------------------------------------
+    def queue(self, graph: dict, client_id: str | None = None) -> str:
+        res = self.post("/prompt", {"prompt": graph, "client_id": client_id or uuid.uuid4().hex})
+        return res["prompt_id"]
+
+    def run(self, graph: dict, timeout: float = 600) -> RunResult:
+        """Queue an API-format graph, wait for it, return its outputs; raise ComfyError on failure."""
+        import websocket  # websocket-client
+
+        client_id = uuid.uuid4().hex
+        messages: list[dict] = []
+        ws = None
+        try:
+            ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=5)
+        except Exception:
+            ws = None  # fall back to polling /history
+        prompt_id = self.queue(graph, client_id)
+        deadline = time.time() + timeout
+        try:
+            while time.time() < deadline:
+                if ws is not None:
+                    try:
+                        raw = ws.recv()
+                    except websocket.WebSocketTimeoutException:
+                        raw = None
+                    except Exception:
+                        ws = None
+                        raw = None
+                    if isinstance(raw, str):
+                        msg = json.loads(raw)
+                        if msg.get("data", {}).get("prompt_id") in (None, prompt_id):
+                            messages.append(msg)
+                        kind = msg.get("type")
+                        data = msg.get("data", {})
+                        if data.get("prompt_id") == prompt_id and kind in ("execution_success", "execution_error", "execution_interrupted"):
+                            break
+                        if kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+                            break
+                    if raw is not None:
+                        continue
+                hist = self.get(f"/history/{prompt_id}")
+                if prompt_id in hist and hist[prompt_id].get("status", {}).get("completed") is not None:
+                    if hist[prompt_id]["status"].get("status_str") in ("success", "error"):
+                        break
+                if ws is None:
+                    time.sleep(0.3)
+            else:
+                raise ComfyError(f"prompt {prompt_id} did not finish within {timeout:.0f} s\n{self.log_tail()}")
+        finally:
+            if ws is not None:
+                ws.close()
+        # the history entry can land a moment after the websocket says done
+        for _ in range(50):
+            hist = self.get(f"/history/{prompt_id}")
+            if prompt_id in hist:
+                break
+            time.sleep(0.1)
+        entry = hist.get(prompt_id, {})
+        status = entry.get("status", {})
+        if status.get("status_str") != "success":
+            err = next((m for m in status.get("messages", []) if m[0] == "execution_error"), None)
+            detail = json.dumps(err[1], indent=1)[:4000] if err else json.dumps(status)[:2000]
+            raise ComfyError(f"prompt {prompt_id} failed: {detail}\n{self.log_tail()}", err[1] if err else status)
+        return RunResult(prompt_id, entry.get("outputs", {}), status, messages)
+
+    def run_error(self, graph: dict, timeout: float = 600) -> str:
+        """Run a graph that must fail; return the error text (validation or execution)."""
+        try:
+            self.run(graph, timeout)
+        except ComfyError as e:
+            p = e.payload
+            if "exception_message" in p:
+                return f"{p.get('exception_type', '')}: {p['exception_message']}"
+            return json.dumps(p)
+        raise AssertionError("the graph was expected to fail but succeeded")
+
+    def output_file(self, item: dict) -> Path:
+        """Path of an output listed in a node's ui (`{'filename', 'subfolder', 'type'}`)."""
+        root = {"output": self.output_dir, "temp": self.base_dir / "temp", "input": self.input_dir}[item.get("type", "output")]
+        return root / item.get("subfolder", "") / item["filename"]
+
+
+def tiny_sd15_checkpoint(seed: int = 0) -> Path:
+    """The random tiny SD 1.5 checkpoint, generated once per fixture version and cached."""
+    import hashlib
+    import sys
+
+    script = REPO / "tests" / "fixtures" / "make_tiny_sd15.py"
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
+    path = CACHE / f"tiny_sd15_s{seed}_{digest}.safetensors"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(script), str(path), "--seed", str(seed)], check=True, cwd=REPO)
+    return path
+
+
+def link_model(server: ComfyServer, folder: str, source: Path, name: str | None = None) -> str:
+    """Make a file or folder visible in the server's models/<folder>/ and return its name."""
+    dest = server.models_dir / folder / (name or source.name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_symlink() or dest.exists():
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        else:
+            dest.unlink()
+    dest.symlink_to(source.resolve(), target_is_directory=source.is_dir())
+    return dest.name
+
+
+def sd15_graph(ckpt: str, text: str = "a red cube on a table", seed: int = 1, size: int = 64,
+               prefix: str = "tiny") -> dict:
+    """CheckpointLoaderSimple -> CLIPTextEncode -> KSampler (1 step) -> VAEDecode -> SaveImage."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": text}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+            "seed": seed, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
+    }

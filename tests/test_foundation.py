@@ -1,0 +1,71 @@
+"""The pack loads in the real ComfyUI, and the tiny SD 1.5 checkpoint renders through the API."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from harness import REPO, sd15_graph
+
+COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "server", "nodes",
+                 "execution", "node_helpers", "latent_preview"}
+
+
+def test_server_lists_pack_and_no_import_failure(comfy):
+    assert comfy.import_failures() == []
+    info = comfy.object_info()
+    ours = [k for k, v in info.items() if str(v.get("category", "")).startswith("rezcty")]
+    for name in ours:
+        assert name.startswith("Rezcty"), name
+    # the pack module itself was loaded (the link in custom_nodes/)
+    assert "rezcty" in comfy.log_text()
+
+
+def test_tiny_sd15_renders_through_api(comfy, tiny_sd15):
+    result = comfy.run(sd15_graph(tiny_sd15, seed=3))
+    images = result.ui("7")["images"]
+    assert len(images) == 1
+    path = comfy.output_file(images[0])
+    with Image.open(path) as im:
+        assert im.size == (64, 64)
+
+
+def test_core_never_imports_comfyui():
+    offenders = []
+    for path in (REPO / "rezcty_core").rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for n in names:
+                if n.split(".")[0] in COMFY_MODULES:
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {n}")
+    assert offenders == []
+
+
+def test_core_imports_without_comfyui_on_path():
+    code = "import importlib, pkgutil, rezcty_core\n" \
+           "[importlib.import_module('rezcty_core.' + m.name) for m in pkgutil.iter_modules(rezcty_core.__path__)]\n" \
+           "import sys; assert 'comfy' not in sys.modules and 'folder_paths' not in sys.modules"
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_cli_help_lists_contract_commands():
+    res = subprocess.run([str(REPO / "rezcty"), "--help"], capture_output=True, text=True)
+    assert res.returncode == 0
+    for cmd in ("demo", "test", "comfy", "bench"):
+        assert cmd in res.stdout
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    lines = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines()
+             if ln.strip() and not ln.strip().startswith("#")]
+    assert lines[-1] == "./rezcty test"
+    assert "./rezcty test" in (REPO / "README.md").read_text()
