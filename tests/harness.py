@@ -97,7 +97,7 @@ class ComfyServer:
         return self.base_dir / "output"
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self, timeout: float = 240.0, env: dict | None = None) -> "ComfyServer":
+    def start(self, timeout: float = 240.0, env: dict | None = None) -> ComfyServer:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
