@@ -44,3 +44,24 @@ def resolve_model_dir(folder: str, name: str) -> str:
 
 def output_dir() -> str:
     return folder_paths.get_output_directory()
+
+
+def images_to_uint8(images) -> list:
+    """ComfyUI IMAGE (B,H,W,C float 0..1 torch tensor) -> list of HxWx3 uint8 numpy arrays."""
+    import numpy as np
+
+    arr = images.detach().cpu().float().clamp(0, 1).numpy()
+    out = []
+    for frame in arr:
+        if frame.shape[-1] == 1:
+            frame = np.repeat(frame, 3, axis=-1)
+        out.append(np.round(frame[..., :3] * 255.0).astype(np.uint8))
+    return out
+
+
+def uint8_to_images(frames: list):
+    """List of HxWx3 uint8 arrays of equal size -> ComfyUI IMAGE tensor (B,H,W,C float 0..1)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.stack([f.astype(np.float32) / 255.0 for f in frames]))

@@ -88,7 +88,7 @@ def pip(*args: str) -> None:
 def ensure_venv() -> None:
     if venv_python().exists():
         return
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 -- runs on the system Python, before the venv
         die(f"Python >= 3.10 is needed to create .venv (found {platform.python_version()}); set REZCTY_PYTHON")
     log("creating .venv")
     run([sys.executable, "-m", "venv", str(VENV)])
