@@ -26,6 +26,7 @@ WHEEL_FILES = {
 # "module:function" converters, each called as fn(dest: Path) -> None; idempotent.
 CONVERTERS: list[str] = [
     "rezcty_core.vision:prepare_embedded",
+    "rezcty_core.llm:prepare_embedded",
 ]
 
 

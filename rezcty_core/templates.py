@@ -1,0 +1,87 @@
+"""The prompt templates of the two specialists, one place for training and inference alike.
+
+`build_messages` gives the chat messages a specialist sees; `train_adapter` trains on exactly
+these and the nodes generate with exactly these, so an adapter never meets a prompt it was not
+trained on. The template name and a hash of its text go into each adapter's config.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+# The image placeholder in a user message; the projected DINOv2 tokens replace it.
+IMAGE_PLACEHOLDER = "<image>"
+
+SPECIALISTS = ("whisperer", "judge")
+
+WHISPERER_SYSTEM = (
+    "You are the Whisperer, a prompt writer for Stable Diffusion 1.5. "
+    "Expand the user's short idea into one rich, concrete prompt: subject, setting, light, colour, "
+    "composition and texture, as comma-separated phrases. Describe content only; never name artists, "
+    "brands, real people or fictional characters. When an image is given, let its look guide the details. "
+    "Answer with the prompt only."
+)
+
+JUDGE_SYSTEM = (
+    "You are a microstock quality analyst for Adobe Stock. Look at the image and its measurements and "
+    "decide whether it passes review: sharp, no artifacts or noise, clear focus, no odd structures or "
+    "ambiguous objects. Then write metadata that sells: a natural title of at most 70 characters without "
+    "commas, a one-sentence description, and 15 to 35 keywords, most important first, without brands or "
+    "content-type words. Answer with one JSON object only: "
+    '{"verdict": "pass" or "reject", "reasons": [codes], "title": "...", "description": "...", '
+    '"keywords": ["..."]}'
+)
+
+PLAIN_SYSTEM = "You are a helpful assistant."
+
+SYSTEM_PROMPTS: dict[str, str] = {"whisperer": WHISPERER_SYSTEM, "judge": JUDGE_SYSTEM}
+
+
+def system_prompt(specialist: str | None) -> str:
+    if specialist is None:
+        return PLAIN_SYSTEM
+    if specialist not in SYSTEM_PROMPTS:
+        raise ValueError(f"unknown specialist '{specialist}': expected one of {', '.join(SPECIALISTS)}")
+    return SYSTEM_PROMPTS[specialist]
+
+
+def build_messages(specialist: str | None, user_text: str, has_image: bool) -> list[dict]:
+    """Chat messages for a specialist; with `has_image` the user turn starts with the image placeholder."""
+    user = f"{IMAGE_PLACEHOLDER}\n{user_text}" if has_image else user_text
+    return [{"role": "system", "content": system_prompt(specialist)}, {"role": "user", "content": user}]
+
+
+def template_info(specialist: str | None) -> dict:
+    """Name and hash of a specialist's template, recorded in the adapter config."""
+    text = json.dumps({"system": system_prompt(specialist), "placeholder": IMAGE_PLACEHOLDER})
+    return {"name": specialist or "plain", "sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+JUDGE_VERDICTS = ("pass", "reject")
+
+
+def validate_judge_reply(obj: object) -> dict:
+    """The judge's JSON answer, checked and normalised; raises ValueError saying what is wrong."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    verdict = str(obj.get("verdict", "")).strip().lower()
+    if verdict not in JUDGE_VERDICTS:
+        raise ValueError(f"'verdict' must be 'pass' or 'reject', got {obj.get('verdict')!r}")
+    reasons = obj.get("reasons", [])
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    if not isinstance(reasons, list):
+        raise ValueError("'reasons' must be a list of codes")
+    keywords = obj.get("keywords", [])
+    if isinstance(keywords, str):
+        keywords = [k.strip() for k in keywords.split(",") if k.strip()]
+    if not isinstance(keywords, list):
+        raise ValueError("'keywords' must be a list of strings")
+    return {
+        **obj,
+        "verdict": verdict,
+        "reasons": [str(r) for r in reasons],
+        "title": str(obj.get("title", "")),
+        "description": str(obj.get("description", "")),
+        "keywords": [str(k) for k in keywords],
+    }
