@@ -1,0 +1,82 @@
+"""Metadata Writer: Adobe-ready JPEGs with title, keywords, category, embedded XMP/IPTC and the upload CSV."""
+from __future__ import annotations
+
+import json
+
+import folder_paths
+from comfy_api.latest import io
+
+from rezcty_core import categories, metadata
+
+from .common import CATEGORY, EmbeddingType, LLMType, images_to_uint8, output_dir
+
+
+def _model_hashes(models: list[dict]) -> list[dict]:
+    """Add the SHA-256 of each model file the graph names (ComfyUI folder + file name -> path)."""
+    out = []
+    for model in models:
+        entry = dict(model)
+        try:
+            path = folder_paths.get_full_path(model["folder"], model["name"])
+            entry["sha256"] = metadata.file_sha256(path) if path else None
+        except Exception as e:  # an unknown folder or unreadable file never stops the writer
+            entry["sha256"] = None
+            entry["hash_error"] = str(e)
+        out.append(entry)
+    return out
+
+
+class RezctyMetadataWriter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RezctyMetadataWriter",
+            display_name="Metadata Writer",
+            category=f"{CATEGORY}/stock",
+            description="Saves each image as an Adobe Stock JPEG (sRGB, quality 95) with title, description, keywords "
+                        "and category embedded as XMP + IPTC, a JSON sidecar, and a row in Adobe's upload CSV.",
+            inputs=[
+                io.Image.Input("images", tooltip="The finished (upscaled, >= 4 MP) images."),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="The generation prompt. Triggers, weights, style words, artists, brands, "
+                                        "people and characters are removed before anything is written."),
+                io.String.Input("filename_prefix", default="stock/",
+                                tooltip="Sub-folder and/or file name stem inside output/ ('stock/' = name from the "
+                                        "title). Names are ASCII, <= 30 characters, never outside output/."),
+                io.String.Input("csv_name", default="adobe_stock.csv",
+                                tooltip="Upload CSV inside output/; rows are appended, a new file starts after 5,000 "
+                                        "rows. A CSV with another header is never touched."),
+                io.Combo.Input("category", options=categories.category_choices(), default=categories.AUTO,
+                               tooltip="Adobe category; auto picks one from the content."),
+                LLMType.Input("llm", optional=True,
+                              tooltip="The judge/analyst LLM (LLM Loader). Without it an offline extractor writes the "
+                                      "metadata; the rules run last either way."),
+                EmbeddingType.Input("image_embedding", optional=True,
+                                    tooltip="DINOv2 embeddings of the images, shown to an LLM that can see."),
+                io.String.Input("qc_report", optional=True, force_input=True,
+                                tooltip="The QC Judge's report: rejected images go to rejected/ and not into the CSV."),
+            ],
+            outputs=[io.String.Output(display_name="metadata_json")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, images, prompt: str, filename_prefix: str, csv_name: str, category: str, llm=None,
+                image_embedding=None, qc_report: str | None = None) -> io.NodeOutput:
+        generation = metadata.generation_params(cls.hidden.prompt)
+        generation["models"] = _model_hashes(generation["models"])
+        workflow = {"prompt": cls.hidden.prompt, **(cls.hidden.extra_pnginfo or {})}
+        options = metadata.WriteOptions(filename_prefix=filename_prefix, csv_name=csv_name, category=category,
+                                        qc_report=qc_report, generation=generation, workflow=workflow)
+        embeddings = list(image_embedding) if isinstance(image_embedding, (list, tuple)) else (
+            [image_embedding] if image_embedding is not None else None)
+        results = metadata.write_batch(images_to_uint8(images), prompt, output_dir(), options, llm=llm,
+                                       embeddings=embeddings)
+        saved = [{"filename": r["filename"], "subfolder": r["subfolder"], "type": "output"}
+                 for r in results if not r.get("error")]
+        text = json.dumps(results, ensure_ascii=False)
+        return io.NodeOutput(text, ui={"images": saved, "text": [metadata.summary(results)]})
+
+
+NODES = [RezctyMetadataWriter]

@@ -1,0 +1,192 @@
+"""Deterministic, offline keyword extraction from a cleaned prompt (YAKE plus prompt structure).
+
+SD prompts put the subject first and separate ideas with commas, so a comma segment's position
+is a good relevance signal; YAKE ranks words inside that order. Indonesian prompts are turned
+into English with a small editable glossary (`data/metadata/id_en.txt`) first.
+"""
+from __future__ import annotations
+
+import functools
+import re
+
+from rezcty_core.paths import DATA_DIR
+
+METADATA_DATA = DATA_DIR / "metadata"
+
+EN_STOPWORDS = frozenset("""
+a an the and or but nor of in on at to for from by with without within into onto over under above below
+behind beside besides between among through across along around near beneath inside outside upon off out up down
+is are was were be been being am has have had having do does did this that these those it its it's they them their
+there here which who whom whose what where when while as than then so such very too also just only not no
+all any both each every few more most other some own same can will would should could may might must
+his her hers him he she we us our you your i me my mine one ones into toward towards against during
+before after again once about like using via per etc
+""".split())
+
+# Two-letter words that are real keywords.
+SHORT_WORDS = frozenset({"ox", "tv", "uk", "us", "3d"})
+SEGMENT_SPLIT = re.compile(r"[,.;:!?\n|/()\[\]{}\"]+")
+WORD = re.compile(r"[^\W_][\w'\-]*", re.UNICODE)
+
+
+def _read_pairs(name: str) -> dict[str, str]:
+    pairs = {}
+    for line in (METADATA_DATA / name).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" in line:
+            src, dst = (p.strip().lower() for p in line.split("=", 1))
+            if src and dst:
+                pairs[src] = dst
+    return pairs
+
+
+@functools.lru_cache(maxsize=1)
+def indonesian_glossary() -> dict[str, str]:
+    return _read_pairs("id_en.txt")
+
+
+@functools.lru_cache(maxsize=1)
+def indonesian_stopwords() -> frozenset[str]:
+    text = (METADATA_DATA / "stopwords_id.txt").read_text(encoding="utf-8")
+    return frozenset(w for line in text.splitlines() for w in line.split("#", 1)[0].split())
+
+
+@functools.lru_cache(maxsize=1)
+def _english_adjectives() -> frozenset[str]:
+    """Glossary targets that are adjectives (Indonesian puts them after the noun, English before)."""
+    words = ("red blue green yellow white black purple orange brown gold silver pink gray colorful ancient old new "
+             "modern traditional large small tall long wide thick thin calm quiet busy dark bright wet dry cold hot "
+             "warm beautiful majestic magical futuristic rising setting flowing flying")
+    return frozenset(words.split())
+
+
+def detect_language(text: str) -> str:
+    """'id' when Indonesian function or glossary words outnumber English stopwords, else 'en'."""
+    words = [w.lower() for w in WORD.findall(text)]
+    ind = sum(1 for w in words if w in indonesian_stopwords() or w in indonesian_glossary())
+    eng = sum(1 for w in words if w in EN_STOPWORDS)
+    return "id" if ind > eng and ind >= 1 else "en"
+
+
+def translate_indonesian(text: str) -> str:
+    """Word-by-word Indonesian -> English with the glossary; longest phrase wins, adjectives move before nouns."""
+    glossary = indonesian_glossary()
+    stop = indonesian_stopwords()
+    longest = max((len(k.split()) for k in glossary), default=1)
+    segments = []
+    for segment in re.split(r"(,|\.|;|\n)", text.lower()):
+        if segment in {",", ".", ";", "\n"}:
+            segments.append(segment)
+            continue
+        tokens = WORD.findall(segment)
+        out: list[str] = []
+        i = 0
+        while i < len(tokens):
+            for size in range(min(longest, len(tokens) - i), 0, -1):
+                phrase = " ".join(tokens[i:i + size])
+                if phrase in glossary:
+                    out.append(glossary[phrase])
+                    i += size
+                    break
+            else:
+                if tokens[i] not in stop:
+                    out.append(tokens[i])
+                else:
+                    out.append("|")  # a function word still ends a noun phrase
+                i += 1
+        segments.append(" ".join(_adjectives_first(out)).replace(" | ", ", ").strip(" |"))
+    return re.sub(r"\s+", " ", "".join(s if s in {",", ".", ";", "\n"} else f" {s}" for s in segments)).strip()
+
+
+def _adjectives_first(words: list[str]) -> list[str]:
+    """['cat', 'black', 'small'] -> ['small', 'black', 'cat'] (Indonesian order to English order)."""
+    adjectives = _english_adjectives()
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        j = i + 1
+        while j < len(words) and words[j] in adjectives and words[i] not in adjectives:
+            j += 1
+        out.extend(list(reversed(words[i + 1:j])) + [words[i]])
+        i = j
+    return out
+
+
+def segments(text: str) -> list[str]:
+    """Comma/sentence segments of a prompt, stripped, empty ones dropped."""
+    return [s.strip() for s in SEGMENT_SPLIT.split(text) if s.strip()]
+
+
+def is_keyword_word(word: str) -> bool:
+    w = word.lower().strip("'-")
+    if not w or "_" in w or w in EN_STOPWORDS or w in indonesian_stopwords():
+        return False
+    if w.replace(".", "").replace("-", "").isdigit():
+        return False
+    return len(w) >= 3 or w in SHORT_WORDS
+
+
+def chunks(segment: str, max_words: int = 3) -> list[list[str]]:
+    """Runs of content words in a segment, split at stopwords ('city under heavy rain' -> city | heavy rain)."""
+    out: list[list[str]] = []
+    current: list[str] = []
+    for word in WORD.findall(segment.lower()):
+        word = word.strip("'-")
+        if is_keyword_word(word):
+            current.append(word)
+        elif current:
+            out.append(current)
+            current = []
+    if current:
+        out.append(current)
+    return [c[-max_words:] for c in out]
+
+
+def _yake_scores(text: str) -> dict[str, float]:
+    try:
+        import yake
+    except ImportError:  # YAKE is a declared dependency; without it the prompt order alone ranks
+        return {}
+    extractor = yake.KeywordExtractor(lan="en", n=3, top=200, dedupLim=1.0)
+    return {k.lower(): float(s) for k, s in extractor.extract_keywords(text)}
+
+
+def extract_keywords(text: str, limit: int = 49) -> list[str]:
+    """Ranked, unique, lower-case keywords (phrases of up to 3 words and single words) from cleaned English text."""
+    scores = _yake_scores(text) if text.strip() else {}
+    candidates: dict[str, float] = {}
+
+    def offer(term: str, score: float) -> None:
+        if term and (term not in candidates or score < candidates[term]):
+            candidates[term] = score
+
+    for seg_index, segment in enumerate(segments(text)):
+        position = 1.0 + 0.6 * seg_index
+        for chunk_index, chunk in enumerate(chunks(segment)):
+            weight = position * (1.0 + 0.3 * chunk_index)
+            head = chunk[-1]
+            offer(head, 0.5 * weight * (0.5 + scores.get(head, 0.5)))
+            if len(chunk) > 1:
+                for size in range(len(chunk), 1, -1):
+                    phrase = " ".join(chunk[-size:])
+                    offer(phrase, 0.7 * weight * (0.5 + scores.get(phrase, 0.5)) + 0.05 * (size - 2))
+            for modifier in chunk[:-1]:
+                offer(modifier, 1.2 * weight * (0.5 + scores.get(modifier, 0.5)))
+    ranked = sorted(candidates, key=lambda t: (candidates[t], t))
+    return ranked[:limit]
+
+
+@functools.lru_cache(maxsize=1)
+def related_terms() -> dict[str, list[str]]:
+    return {k: [t.strip() for t in v.split(",") if t.strip()] for k, v in _read_pairs("related.txt").items()}
+
+
+def related_keywords(words: list[str]) -> list[str]:
+    """Terms related to the given keywords (from `data/metadata/related.txt`), in the keywords' order."""
+    table = related_terms()
+    out: list[str] = []
+    for word in words:
+        for term in table.get(word.lower(), []):
+            if term not in out and term not in words:
+                out.append(term)
+    return out
