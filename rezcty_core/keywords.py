@@ -126,13 +126,28 @@ def is_keyword_word(word: str) -> bool:
     return len(w) >= 3 or w in SHORT_WORDS
 
 
+# -ing words that are nouns; other -ing words are verbs and end a noun phrase ("knight | standing").
+ING_NOUNS = frozenset("""building painting ceiling clothing morning evening spring king ring wing string thing landing
+lightning wedding swing sibling pudding bedding dumpling earring railing sting ceiling viking duckling seedling
+offering awning icing stuffing frosting dressing sewing crossing clearing""".split())
+
+
+def is_verb_form(word: str) -> bool:
+    return word.endswith("ing") and len(word) > 5 and word not in ING_NOUNS
+
+
 def chunks(segment: str, max_words: int = 3) -> list[list[str]]:
     """Runs of content words in a segment, split at stopwords ('city under heavy rain' -> city | heavy rain)."""
     out: list[list[str]] = []
     current: list[str] = []
     for word in WORD.findall(segment.lower()):
         word = word.strip("'-")
-        if is_keyword_word(word):
+        if is_verb_form(word):
+            if current:
+                out.append(current)
+            out.append([word])
+            current = []
+        elif is_keyword_word(word):
             current.append(word)
         elif current:
             out.append(current)
@@ -165,6 +180,9 @@ def extract_keywords(text: str, limit: int = 49) -> list[str]:
         for chunk_index, chunk in enumerate(chunks(segment)):
             weight = position * (1.0 + 0.3 * chunk_index)
             head = chunk[-1]
+            if len(chunk) == 1 and is_verb_form(head):
+                offer(head, 2.0 * weight * (0.5 + scores.get(head, 0.5)))  # an action: useful, not the subject
+                continue
             offer(head, 0.5 * weight * (0.5 + scores.get(head, 0.5)))
             if len(chunk) > 1:
                 for size in range(len(chunk), 1, -1):
