@@ -411,7 +411,8 @@ def preprocess(images: Sequence[np.ndarray], prep: Preprocessing, device: str = 
         arr = np.asarray(image)
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {arr.dtype} {arr.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(arr)).to(device).permute(2, 0, 1)[None].float()
+        arr = arr if arr.flags.writeable and arr.flags.c_contiguous else np.array(arr, copy=True)
+        x = torch.from_numpy(arr).to(device).permute(2, 0, 1)[None].float()
         h, w = arr.shape[:2]
         scale = prep.resize / min(h, w)
         nh, nw = max(prep.resolution, round(h * scale)), max(prep.resolution, round(w * scale))
