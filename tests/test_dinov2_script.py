@@ -81,11 +81,15 @@ def test_rerun_is_all_cached_and_loads_no_model(folder, first_run):
     assert all(line.get("status") in ("cached", None) for line in manifest(out))
 
 
-def test_strict_turns_bad_files_into_exit_1(folder, first_run):
+def test_changed_image_is_recomputed_and_strict_exits_1(folder, first_run):
     root, _, _ = folder
     out, _ = first_run
+    changed = root / "photo_1.jpg"
+    photo_crops(1, size=(120, 90), seed=99)[0].save(changed, quality=92)  # same name, new picture
     res = precompute("--images", str(root), "--out", str(out), "--pooling", "cls+mean", "--strict")
-    assert res.returncode == 1 and "4 error(s)" in res.stderr
+    assert res.returncode == 1 and "1 computed, 8 cached, 4 error(s)" in res.stderr, res.stderr
+    line = next(x for x in manifest(out) if x["image"] == str(changed))
+    assert line["status"] == "computed" and vision.load_embedding(out / line["embedding"]).key == line["key"]
 
 
 def test_clear_errors_for_bad_arguments(tmp_path):

@@ -14,6 +14,7 @@ loads no model, nor torch.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -24,8 +25,10 @@ from tqdm import tqdm
 
 from rezcty_core.imageio import ImageLoadError, iter_image_files, load_image_rgb
 from rezcty_core.vision import (
+    CACHE_FORMAT,
     POOLINGS,
     Dino,
+    Preprocessing,
     cache_path,
     embed_images,
     embedding_meta,
@@ -70,6 +73,9 @@ class Run:
         self.prep = dino.preprocessing(args.resolution or None)
         self.lines: list[dict | None] = [None] * len(files)
         self.pending: list[tuple[int, object]] = []
+        self.stats: dict[int, dict] = {}
+        self.config = config_fingerprint(dino, self.prep, args.pooling)
+        self.previous = read_previous_manifest(args.out / "manifest.jsonl")
         self.bar = tqdm(total=len(files), unit="img", desc="DINOv2 embed", file=sys.stderr)
 
     def record(self, index: int, line: dict) -> None:
@@ -78,11 +84,30 @@ class Run:
             self.bar.write(f"precompute_dinov2: skipped {line['error']}", file=sys.stderr)
         self.bar.update(1)
 
-    def embedding_line(self, key: str, status: str) -> dict:
+    def embedding_line(self, index: int, key: str, status: str) -> dict:
         rel = os.path.relpath(cache_path(self.cache_dir, key), self.args.out)
-        return {"embedding": Path(rel).as_posix(), "key": key, "status": status}
+        return {"embedding": Path(rel).as_posix(), "key": key, "status": status, **self.stats.get(index, {}),
+                "config": self.config}
+
+    def still_cached(self, index: int) -> bool:
+        """Unchanged file (size, mtime), same model/preprocessing/pooling, valid cache file: no need to decode."""
+        path = self.files[index]
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        self.stats[index] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        old = self.previous.get(str(path))
+        if not old or old.get("config") != self.config or "key" not in old:
+            return False
+        if (old.get("size"), old.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):
+            return False
+        meta = read_embedding_header(cache_path(self.cache_dir, old["key"]))
+        return meta is not None and meta.get("key") == old["key"]
 
     def visit(self, index: int) -> None:
+        if self.still_cached(index):
+            return self.record(index, self.embedding_line(index, self.previous[str(self.files[index])]["key"], "cached"))
         try:
             image = load_image_rgb(self.files[index])
         except ImageLoadError as e:
@@ -90,7 +115,7 @@ class Run:
         meta = embedding_meta(self.dino, image, self.args.pooling, self.prep, str(self.files[index]))
         cached = read_embedding_header(cache_path(self.cache_dir, meta["key"]))
         if cached is not None and cached.get("key") == meta["key"]:
-            return self.record(index, self.embedding_line(meta["key"], "cached"))
+            return self.record(index, self.embedding_line(index, meta["key"], "cached"))
         self.pending.append((index, image))
         if len(self.pending) >= self.args.batch_size:
             self.flush()
@@ -114,7 +139,7 @@ class Run:
                                   self.args.resolution or None, self.cache_dir,
                                   sources=[str(self.files[i]) for i, _ in batch], batch_size=len(batch))
         for (index, _), emb in zip(batch, embeddings):
-            self.record(index, self.embedding_line(emb.meta["key"], "computed"))
+            self.record(index, self.embedding_line(index, emb.meta["key"], "computed"))
 
     def write_manifest(self) -> Path:
         manifest = self.args.out / "manifest.jsonl"
@@ -124,6 +149,29 @@ class Run:
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
         os.replace(tmp, manifest)
         return manifest
+
+
+def config_fingerprint(dino: Dino, prep: Preprocessing, pooling: str) -> str:
+    """What besides the pixels decides the key: a re-run with other settings never trusts old lines."""
+    payload = json.dumps([CACHE_FORMAT, dino.identity, prep.as_dict(), pooling], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def read_previous_manifest(path: Path) -> dict[str, dict]:
+    """image -> line of an earlier run's manifest (a missing or damaged manifest just means no shortcut)."""
+    found: dict[str, dict] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for raw in f:
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(line, dict) and "image" in line:
+                    found[str(line["image"])] = line
+    except OSError:
+        pass
+    return found
 
 
 def load_model_or_fail(args: argparse.Namespace) -> Dino:
