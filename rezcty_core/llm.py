@@ -127,6 +127,9 @@ def encode_chat(tokenizer: Any, messages: list[dict], answer: str | None = None)
     if answer is not None:
         full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
         tail = full[len(prompt):] if full.startswith(prompt) else answer + (tokenizer.eos_token or "")
+        eos = tokenizer.eos_token
+        if eos and eos in tail:  # end on the end-of-turn token, not on the template's newline after it
+            tail = tail[:tail.rindex(eos) + len(eos)]
         answer_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
     ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
     return EncodedChat(ids(before), ids(after) if count else [], answer_ids, has_image=count == 1)

@@ -1,0 +1,162 @@
+"""rezcty_core.llm: the embedded SmolLM2, chat encoding with the image placeholder, generation, adapters."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from fixtures.tiny_llm import EYE_DIM, tiny_adapter_dir, tiny_embedding, tiny_llm_dir
+
+from harness import REPO
+from rezcty_core import llm as core
+from rezcty_core.adapter import AdapterError
+from rezcty_core.paths import embedded_dir
+from rezcty_core.templates import IMAGE_PLACEHOLDER, build_messages, validate_judge_reply
+
+
+@pytest.fixture(scope="module")
+def tiny_base():
+    return tiny_llm_dir()
+
+
+@pytest.fixture(scope="module")
+def seeing(tiny_base):
+    return core.load_llm(tiny_base, tiny_adapter_dir("whisperer", images=True))
+
+
+def test_embedded_conversion_is_idempotent_and_imports_no_torch_when_done():
+    core.prepare_embedded(embedded_dir())
+    folder = core.embedded_llm_dir()
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    code = ("import sys; from rezcty_core.llm import prepare_embedded; from rezcty_core.paths import embedded_dir; "
+            "prepare_embedded(embedded_dir()); assert 'torch' not in sys.modules, 'torch imported'")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    spec = "rezcty_core.llm:prepare_embedded"
+    from rezcty_core.embedded import CONVERTERS
+    assert spec in CONVERTERS
+
+
+def test_embedded_smollm2_answers_through_its_chat_template():
+    model = core.load_llm("embedded")
+    assert model.tokenizer.eos_token == "<|im_end|>"  # the GGUF said <|im_start|>; fixed at conversion
+    answer = model.generate([{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+                            do_sample=False, max_new_tokens=8)
+    assert "paris" in answer.lower(), answer
+    assert model.identity["base"] == core.EMBEDDED_NAME and len(model.identity["base_hash"]) == 16
+
+
+def test_encode_chat_splits_at_the_placeholder_and_labels_only_the_answer(tiny_base, seeing):
+    tok = seeing.tokenizer
+    messages = build_messages("whisperer", "a knight", has_image=True)
+    encoded = core.encode_chat(tok, messages, answer="a lone knight, rezcty_style")
+    assert encoded.has_image and encoded.before and encoded.after
+    assert tok.decode(encoded.answer).startswith("a lone knight, rezcty_style")
+    assert encoded.answer[-1] == tok.convert_tokens_to_ids("<|im_end|>")  # the model learns to stop
+    embeds, labels = core.assemble_inputs(seeing.model, seeing.projector, encoded, torch.randn(EYE_DIM))
+    n_prompt = len(encoded.before) + 1 + len(encoded.after)  # one visual token for a pooled embedding
+    assert embeds.shape == (1, n_prompt + len(encoded.answer), 64)
+    assert (labels[0, :n_prompt] == -100).all() and labels[0, n_prompt:].tolist() == encoded.answer
+    # the visual token is the projector's output, spliced between the two text halves
+    text_only = core.encode_chat(tok, build_messages("whisperer", "a knight", has_image=False))
+    assert not text_only.has_image and IMAGE_PLACEHOLDER not in tok.decode(text_only.before)
+
+
+def test_image_reaches_the_logits_and_seed_makes_sampling_reproducible(seeing):
+    messages = build_messages("whisperer", "a knight", has_image=True)
+    a = seeing.generate(messages, image=tiny_embedding(1), seed=5, max_new_tokens=6)
+    assert a == seeing.generate(messages, image=tiny_embedding(1), seed=5, max_new_tokens=6)
+    encoded = core.encode_chat(seeing.tokenizer, messages)
+    with torch.no_grad():
+        logits = [seeing.model(inputs_embeds=core.assemble_inputs(seeing.model, seeing.projector, encoded,
+                                                                  tiny_embedding(s).vector)[0]).logits[0, -1]
+                  for s in (1, 2)]
+    assert not torch.allclose(logits[0], logits[1])  # the eye reaches the next-token distribution
+    # the placeholder is added when the caller forgot it
+    plain = build_messages("whisperer", "a knight", has_image=False)
+    assert seeing.generate(plain, image=tiny_embedding(1), seed=5, max_new_tokens=6) == a
+
+
+def test_eye_mismatch_is_refused_naming_which(seeing):
+    messages = build_messages("whisperer", "a knight", has_image=True)
+    with pytest.raises(AdapterError, match="expects 384-d embeddings.*got 768-d"):
+        seeing.generate(messages, image=tiny_embedding(dim=768), max_new_tokens=2)
+    with pytest.raises(AdapterError, match="trained with eye 'tiny-random-eye'.*'dinov2-base'"):
+        seeing.generate(messages, image=tiny_embedding(model="dinov2-base", model_hash="ffff"), max_new_tokens=2)
+    with pytest.raises(AdapterError, match="pooling 'cls'.*'mean'"):
+        seeing.generate(messages, image=tiny_embedding(pooling="mean"), max_new_tokens=2)
+    with pytest.raises(ValueError, match="no image embedding was given"):
+        seeing.generate(messages, max_new_tokens=2)
+
+
+def test_blind_models_refuse_an_image_and_text_only_adapters_cannot_see(tiny_base):
+    base_only = core.load_llm(tiny_base)
+    assert not base_only.can_see and base_only.specialist is None
+    with pytest.raises(ValueError, match="cannot see"):
+        base_only.generate(build_messages(None, "hi", False), image=tiny_embedding(), max_new_tokens=2)
+    text_adapter = core.load_llm(tiny_base, tiny_adapter_dir("whisperer", images=False))
+    assert text_adapter.specialist == "whisperer" and not text_adapter.can_see
+    assert text_adapter.generate(build_messages("whisperer", "a knight", False), max_new_tokens=3, seed=1)
+
+
+def test_adapter_for_another_base_is_refused_naming_both(tmp_path):
+    other_base = tiny_llm_dir(seed=1)
+    adapter = tiny_adapter_dir("whisperer", images=True)
+    with pytest.raises(AdapterError, match=r"trained on base model 'tiny_llm_s0_.*' \(hash .*\) but base model 'tiny_llm_s1_"):
+        core.load_llm(other_base, adapter)
+
+
+def test_broken_adapter_folders_are_clear_errors(tmp_path, tiny_base):
+    with pytest.raises(AdapterError, match="not a rezcty adapter folder"):
+        core.load_llm(tiny_base, tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_adapter_dir("whisperer", images=True), broken)
+    (broken / "projector.safetensors").unlink()
+    with pytest.raises(AdapterError, match="projector.safetensors is missing"):
+        core.load_llm(tiny_base, broken)
+    (broken / "rezcty_adapter.json").write_text("{\n  \"format\": oops\n}")
+    with pytest.raises(AdapterError, match=r"rezcty_adapter.json:2: invalid JSON"):
+        core.load_llm(tiny_base, broken)
+
+
+def test_quantization_without_cuda_is_a_clear_error(tiny_base):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for quant in ("8bit", "4bit-nf4"):
+        with pytest.raises(RuntimeError, match=f"quantization '{quant}' needs a CUDA GPU"):
+            core.load_llm(tiny_base, quantization=quant)
+    with pytest.raises(ValueError, match="expected one of none, 8bit, 4bit-nf4"):
+        core.quantization_config("3bit", "cpu")
+
+
+def test_cache_reuses_kept_models_and_release_frees_unkept_ones(tiny_base):
+    kept = core.load_llm(tiny_base)
+    assert core.load_llm(tiny_base) is kept
+    kept.release()  # a kept model stays loaded after use
+    assert kept.model is not None
+    # the latest loader wins: keep_loaded=False takes the same weights out of the cache (no second copy)
+    loose = core.load_llm(tiny_base, keep_loaded=False)
+    assert loose is kept and loose.keep_loaded is False
+    loose.release()
+    assert loose.model is None
+    assert loose.generate(build_messages(None, "hi", False), max_new_tokens=2, seed=0) is not None  # reloads
+    assert core.load_llm(tiny_base) is not loose  # no longer cached
+    core.unload_all()
+
+
+def test_extract_json_and_generate_json_retries(seeing):
+    assert core.extract_json('Sure! ```json\n{"verdict": "pass"}\n``` done') == {"verdict": "pass"}
+    assert core.extract_json('noise {bad} then {"a": [1, 2]} tail') == {"a": [1, 2]}
+    with pytest.raises(ValueError, match="no JSON"):
+        core.extract_json("no braces here")
+    assert validate_judge_reply({"verdict": "PASS", "keywords": "a, b"})["keywords"] == ["a", "b"]
+    with pytest.raises(ValueError, match="'verdict' must be"):
+        validate_judge_reply({"verdict": "maybe"})
+    # a random tiny model never writes the JSON: every attempt is used and each failure is recorded
+    reply = seeing.generate_json(build_messages("judge", "judge this", False), validate_judge_reply,
+                                 retries=2, do_sample=False, max_new_tokens=4)
+    assert reply.value is None and not reply.ok and reply.attempts == 3 and len(reply.errors) == 3
+    assert json.dumps(reply.raw)
