@@ -1,5 +1,336 @@
-"""`./rezcty demo`: the main job on the embedded default models (filled in by the factory work)."""
-import sys
+"""`./rezcty demo`: the factory on the embedded default models, on this machine, into one results folder.
 
-print("rezcty demo: the factory lines are not wired yet; nothing was run.", file=sys.stderr)
-raise SystemExit(1)
+Starts the real ComfyUI server (fresh base directory, this pack loaded), then drives the three
+lines with the headless client exactly as a user would on Colab:
+
+  line 1  sample ideas -> Whisperer Expand (embedded SmolLM2)          -> prompts.json
+  line 2  prompts -> SD 1.5 + Dual LoRA + Embedding Bridge -> x4 upscale (only when a checkpoint exists)
+  line 3  sample images (+ line 2's) -> DINOv2 -> QC Judge -> Metadata Writer -> JPEGs + adobe_stock.csv
+
+with POST /free between the lines. A line whose nodes this build does not have is reported as
+skipped — never faked. Results: prompts.json, adobe_stock.csv, JPEGs with embedded metadata, the QC
+contact sheet and report, summary.json; the path is printed at the end.
+
+    ./rezcty demo [--out DIR] [--checkpoint FILE.safetensors] [--with-llm-judge] [--keep-base]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+from comfy_server import ComfyProcess  # noqa: E402
+from demo_samples import write_ideas, write_samples  # noqa: E402
+
+from rezcty_core import client as rc  # noqa: E402
+
+USER_MODELS = REPO / ".comfyui" / "base" / "models"  # the default base of `./rezcty comfy`
+WORKFLOWS = REPO / "workflows" / "api"
+LINE_NODES = {
+    "line1": ["RezctyLLMLoader", "RezctyWhispererExpand"],
+    "line2": ["RezctyDualLoraLoader", "RezctyEmbeddingBridge"],
+    "line3": ["RezctyDINOv2Loader", "RezctyDINOv2Embed", "RezctyQCJudge", "RezctyMetadataWriter"],
+}
+CKPT_EXTS = (".safetensors", ".ckpt")
+
+
+def say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def find_checkpoint(explicit: str | None) -> Path | None:
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise SystemExit(f"[demo] error: --checkpoint {path}: no such file")
+        return path
+    env = os.environ.get("REZCTY_SD15")
+    if env and Path(env).is_file():
+        return Path(env)
+    folder = USER_MODELS / "checkpoints"
+    found = sorted(p for p in folder.glob("*") if p.suffix.lower() in CKPT_EXTS) if folder.is_dir() else []
+    return found[0] if found else None
+
+
+def link_user_models(base: Path, checkpoint: Path | None) -> None:
+    """Make the user's models (default base) visible in the demo's fresh base directory."""
+    for sub in ("loras", "embeddings", "vae", "upscale_models", "LLM", "rezcty_adapters", "dinov2"):
+        src = USER_MODELS / sub
+        if src.is_dir():
+            for item in src.iterdir():
+                dest = base / "models" / sub / item.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if not dest.exists():
+                    dest.symlink_to(item.resolve(), target_is_directory=item.is_dir())
+    if checkpoint:
+        dest = base / "models" / "checkpoints" / checkpoint.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            dest.symlink_to(checkpoint.resolve())
+
+
+def missing_nodes(info: dict, line: str) -> list[str]:
+    return [n for n in LINE_NODES[line] if n not in info]
+
+
+def combo_options(info: dict, cls: str, name: str) -> list:
+    spec = {**info[cls]["input"].get("required", {}), **(info[cls]["input"].get("optional") or {})}.get(name)
+    return rc._combo_options(spec) or [] if spec else []
+
+
+# ---------------------------------------------------------------------------------------------
+# the lines
+
+def run_line1(client: rc.ComfyClient, ideas: Path, out: Path, servers: list[str]) -> dict:
+    graph = rc.load_workflow(WORKFLOWS / "line1_prompts.json")
+    items = rc.items_from_ideas(ideas, rc.default_bind(graph, "ideas"))
+    batch = rc.Batch(graph, items, servers, out / "line1", progress=True)
+    report = batch.run()
+    rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
+    prompts = rc.write_prompts_json(rows, "3", out / "prompts.json")
+    for err in report.failed.values():
+        say(f"  line 1 item failed: {err.splitlines()[0]}")
+    return {"ideas": len(items), "prompts": len(prompts), "failed": len(report.failed)}
+
+
+def run_line2(client: rc.ComfyClient, checkpoint: str, out: Path, servers: list[str], count: int, steps: int) -> dict:
+    graph = rc.load_workflow(WORKFLOWS / "line2_generation.json")
+    info = client.object_info()
+    rc.set_input(graph, "1.ckpt_name", checkpoint)
+    rc.set_input(graph, "6.steps", steps)
+    embeddings = [e for e in combo_options(info, "RezctyEmbeddingBridge", "embedding") if e]
+    current = graph["3"]["inputs"]["embedding"]
+    if current not in embeddings:
+        fallback = next((e for e in embeddings if "genius" in str(e).lower()), None) or (
+            "none" if "none" in embeddings else None)
+        if fallback is None:
+            say("  line 2 skipped: the Embedding Bridge needs a textual-inversion embedding (rezcty_genius) in "
+                f"{USER_MODELS / 'embeddings'}/")
+            return {"skipped": "no embedding"}
+        rc.set_input(graph, "3.embedding", fallback)
+    prompts = json.loads((out / "prompts.json").read_text(encoding="utf-8"))[:count]
+    if not prompts:
+        return {"skipped": "line 1 produced no prompt"}
+    (out / "line2").mkdir(parents=True, exist_ok=True)
+    subset = out / "line2" / "prompts_subset.json"
+    subset.write_text(json.dumps(prompts, indent=1, ensure_ascii=False), encoding="utf-8")
+    items = rc.items_from_prompts(subset, rc.default_bind(graph, "prompts"), {})
+    report = rc.Batch(graph, items, servers, out / "line2").run()
+    return {"images": len(report.done), "failed": len(report.failed)}
+
+
+def run_line3(client: rc.ComfyClient, images: Path, out: Path, servers: list[str], with_llm: bool) -> dict:
+    name = "line3_qc_metadata.json" if with_llm else "line3_qc_metadata_fast.json"
+    graph = rc.load_workflow(WORKFLOWS / name)
+    rc.set_input(graph, "6.filename_prefix", "demo")
+    items = rc.items_from_images(images, rc.default_bind(graph, "images"), rc.default_bind(graph, "image_text"))
+    batch = rc.Batch(graph, items, servers, out / "line3", progress=True)
+    report = batch.run()
+    rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
+    verdicts = []
+    for row in rows:
+        report_text = (row.get("texts") or {}).get("7", [])
+        entries = []
+        for text in report_text:
+            try:
+                parsed = json.loads(text)
+            except (json.JSONDecodeError, TypeError):
+                continue
+            entries.extend(parsed if isinstance(parsed, list) else parsed.get("entries", [parsed]))
+        for entry in entries:
+            verdicts.append({"image": row["label"], "verdict": entry.get("verdict"), "score": entry.get("score"),
+                             "reasons": entry.get("reasons", [])})
+        if row.get("status") == "failed":
+            verdicts.append({"image": row["label"], "verdict": "error", "reasons": [row.get("error", "")[:200]]})
+    (out / "qc_report.json").write_text(json.dumps(verdicts, indent=1, ensure_ascii=False), encoding="utf-8")
+    return {"images": len(items), "failed": len(report.failed), "verdicts": verdicts}
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+
+def collect_server_files(base: Path, out: Path) -> dict:
+    """The CSV, the JPEGs and the contact sheet(s) the nodes wrote into the server's output/."""
+    output = base / "output"
+    found = {"csv": [], "jpegs": [], "contact_sheets": []}
+    for csv in sorted(output.rglob("*.csv")):
+        dest = out / csv.name
+        shutil.copy2(csv, dest)
+        found["csv"].append(dest.name)
+    jpeg_dir = out / "jpegs"
+    for jpg in sorted(list(output.rglob("*.jpg")) + list(output.rglob("*.jpeg"))):
+        if "contact" in jpg.name.lower():
+            continue
+        jpeg_dir.mkdir(exist_ok=True)
+        shutil.copy2(jpg, jpeg_dir / jpg.name)
+        for side in (jpg.with_suffix(".json"), jpg.with_suffix(jpg.suffix + ".json")):
+            if side.exists():
+                shutil.copy2(side, jpeg_dir / side.name)
+        found["jpegs"].append(jpg.name)
+    for sheet in sorted(p for p in output.rglob("*") if p.is_file() and "contact" in p.name.lower()):
+        (out / "qc").mkdir(exist_ok=True)
+        shutil.copy2(sheet, out / "qc" / sheet.name)
+        found["contact_sheets"].append(f"qc/{sheet.name}")
+    return found
+
+
+def csv_rows(path: Path) -> int:
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        return max(0, sum(1 for _ in csv.reader(f)) - 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="./rezcty demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=None, help="results folder (default .comfyui/demo/results-<time>)")
+    ap.add_argument("--checkpoint", default=None, help=f"SD 1.5 checkpoint for line 2 (default: first in {USER_MODELS / 'checkpoints'})")
+    ap.add_argument("--line2-count", type=int, default=2, help="how many prompts line 2 renders (CPU is slow)")
+    ap.add_argument("--line2-steps", type=int, default=None, help="sampler steps for line 2 (default 25 on GPU, 12 on CPU)")
+    ap.add_argument("--with-llm-judge", action="store_true",
+                    help="line 3 with the embedded LLM in the judge and the writer (slower on CPU)")
+    ap.add_argument("--keep-base", action="store_true", help="keep the server's base directory afterwards")
+    args = ap.parse_args(argv)
+
+    t0 = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or REPO / ".comfyui" / "demo" / f"results-{stamp}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="base-", dir=out.parent))
+    say(f"results folder: {out}")
+    ideas = write_ideas(out / "inputs" / "ideas.txt")
+    samples = out / "inputs" / "images"
+    write_samples(samples)
+    checkpoint = find_checkpoint(args.checkpoint)
+    link_user_models(work, checkpoint)
+
+    server = ComfyProcess(work, log_path=out / "server.log")
+    say(f"starting ComfyUI on {server.url} (base directory {work})")
+    summary: dict = {"results": str(out), "lines": {}}
+    exit_code = 0
+    try:
+        server.start()
+        failures = server.import_failures()
+        if failures:
+            say("warning: custom node import failures:\n  " + "\n  ".join(failures))
+        client = rc.ComfyClient(server.url)
+        info = client.object_info()
+        servers = [server.url]
+
+        # line 1
+        gone = missing_nodes(info, "line1")
+        if gone:
+            say(f"line 1 skipped: this build has no {', '.join(gone)} node yet")
+            summary["lines"]["line1"] = {"skipped": f"missing nodes {gone}"}
+            exit_code = 1
+        else:
+            say(f"line 1: {ideas.name} -> Whisperer Expand (embedded SmolLM2)")
+            summary["lines"]["line1"] = run_line1(client, ideas, out, servers)
+        client.free()
+
+        # line 2
+        gone = missing_nodes(info, "line2")
+        if checkpoint is None:
+            msg = (f"line 2 skipped: no SD 1.5 checkpoint. Put one (e.g. v1-5-pruned-emaonly.safetensors) in "
+                   f"{USER_MODELS / 'checkpoints'}/ or pass --checkpoint FILE, then run ./rezcty demo again")
+            say(msg)
+            summary["lines"]["line2"] = {"skipped": "no SD 1.5 checkpoint", "put_it_in": str(USER_MODELS / "checkpoints")}
+        elif gone:
+            say(f"line 2 skipped: this build has no {', '.join(gone)} node yet")
+            summary["lines"]["line2"] = {"skipped": f"missing nodes {gone}"}
+            exit_code = 1
+        elif not (out / "prompts.json").exists():
+            summary["lines"]["line2"] = {"skipped": "line 1 did not run"}
+        else:
+            steps = args.line2_steps or (12 if "--cpu" in server.log_text() or not _has_gpu(client) else 25)
+            say(f"line 2: {args.line2_count} prompt(s) -> {checkpoint.name}, {steps} steps, x4 upscale")
+            summary["lines"]["line2"] = run_line2(client, checkpoint.name, out, servers, args.line2_count, steps)
+            gen = out / "line2" / "files"
+            if gen.is_dir():
+                for f in gen.glob("*.*"):
+                    shutil.copy2(f, samples / f.name)
+        client.free()
+
+        # line 3
+        gone = missing_nodes(info, "line3")
+        if args.with_llm_judge and "RezctyLLMLoader" not in info:
+            gone.append("RezctyLLMLoader")
+        if gone:
+            say(f"line 3 skipped: this build has no {', '.join(gone)} node yet")
+            summary["lines"]["line3"] = {"skipped": f"missing nodes {gone}"}
+            exit_code = 1
+        else:
+            say(f"line 3: {len(list(samples.glob('*.png')))} images -> DINOv2 -> QC Judge -> Metadata Writer"
+                + (" (with the LLM judge)" if args.with_llm_judge else ""))
+            summary["lines"]["line3"] = run_line3(client, samples, out, servers, args.with_llm_judge)
+        client.free()
+        summary["files"] = collect_server_files(work, out)
+    except (rc.ClientError, RuntimeError) as e:
+        say(f"error: {e}")
+        summary["error"] = str(e)
+        exit_code = 2
+    finally:
+        server.stop()
+        if not args.keep_base:
+            shutil.rmtree(work, ignore_errors=True)
+
+    summary["seconds"] = round(time.time() - t0, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
+    print_summary(summary, out)
+    return exit_code
+
+
+def _has_gpu(client: rc.ComfyClient) -> bool:
+    try:
+        devices = client.get_json("/system_stats").get("devices", [])
+        return any(d.get("type") not in (None, "cpu") for d in devices)
+    except rc.ClientError:
+        return False
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    lines = summary.get("lines", {})
+    print()
+    print("rezcty demo — summary")
+    l1 = lines.get("line1", {})
+    text1 = l1.get("skipped") or f"{l1.get('prompts')} prompts from {l1.get('ideas')} ideas -> prompts.json"
+    print(f"  line 1 prompts : {text1}")
+    l2 = lines.get("line2", {})
+    text2 = l2.get("skipped") or f"{l2.get('images')} rendered at 4.19 MP (line2/files)"
+    print(f"  line 2 images  : {text2}")
+    if l2.get("put_it_in"):
+        print(f"                   -> put an SD 1.5 checkpoint in {l2['put_it_in']}/")
+    l3 = lines.get("line3", {})
+    if l3.get("skipped"):
+        print(f"  line 3 QC      : {l3['skipped']}")
+    elif l3:
+        verdicts = l3.get("verdicts", [])
+        passed = sum(1 for v in verdicts if v.get("verdict") == "pass")
+        print(f"  line 3 QC      : {len(verdicts)} checked, {passed} passed, {len(verdicts) - passed} rejected")
+        for v in verdicts:
+            print(f"      {v['verdict']:>7}  {v['image']}  {', '.join(map(str, v.get('reasons') or []))}")
+    files = summary.get("files", {})
+    for csv in files.get("csv", []):
+        print(f"  Adobe CSV      : {csv} ({csv_rows(out / csv)} rows)")
+    if files.get("jpegs"):
+        print(f"  JPEGs          : {len(files['jpegs'])} in jpegs/ (XMP/IPTC embedded)")
+    for sheet in files.get("contact_sheets", []):
+        print(f"  contact sheet  : {sheet}")
+    if summary.get("error"):
+        print(f"  error          : {summary['error'].splitlines()[0]}")
+    print(f"  time           : {summary['seconds']} s")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,17 +31,20 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 @dataclass(frozen=True)
 class Schema:
-    inputs: tuple  # ((name, type, required), ...) in /object_info order; type "COMBO" for lists
+    inputs: tuple  # ((name, type, required, is_widget), ...) in /object_info order; type "COMBO" for lists
     outputs: tuple  # ((name, type), ...)
     seed_control: tuple = ()  # INT inputs that carry a control_after_generate widget
 
 
 def _s(inputs: str, outputs: str, seed_control: tuple = ()) -> Schema:
-    """Compact notation: 'name:TYPE, name:TYPE?' (trailing ? = optional) and 'name:TYPE, ...'."""
+    """Compact notation: 'name:TYPE' with a trailing '?' for optional and '!' for a socket-only value
+    input (forceInput); outputs 'name:TYPE, ...'."""
     ins = []
     for part in filter(None, (p.strip() for p in inputs.split(","))):
         name, typ = part.split(":")
-        ins.append((name, typ.rstrip("?"), not typ.endswith("?")))
+        optional, forced = typ.endswith("?"), "!" in typ
+        typ = typ.rstrip("?").rstrip("!")
+        ins.append((name, typ, not optional, typ in WIDGET_TYPES and not forced))
     outs = tuple(tuple(p.strip().split(":")) for p in outputs.split(",") if p.strip())
     return Schema(tuple(ins), outs, seed_control)
 
@@ -62,7 +65,7 @@ SCHEMAS: dict[str, Schema] = {
     "PreviewAny": _s("source:*", "STRING:STRING"),
     # rezcty (CONTRACT.md)
     "RezctyDINOv2Loader": _s("model:COMBO, device:COMBO, dtype:COMBO", "dino:REZCTY_DINO"),
-    "RezctyDINOv2Embed": _s("dino:REZCTY_DINO, image:IMAGE, pooling:COMBO, use_cache:BOOLEAN",
+    "RezctyDINOv2Embed": _s("dino:REZCTY_DINO, image:IMAGE, pooling:COMBO, use_cache:BOOLEAN, resolution:INT?",
                             "embedding:REZCTY_EMBEDDING"),
     "RezctyLLMLoader": _s("base_model:COMBO, adapter:COMBO, quantization:COMBO, keep_loaded:BOOLEAN", "llm:REZCTY_LLM"),
     "RezctyWhispererExpand": _s("llm:REZCTY_LLM, prompt:STRING, trigger_words:STRING, seed:INT, temperature:FLOAT, "
@@ -71,15 +74,15 @@ SCHEMAS: dict[str, Schema] = {
     "RezctyQCJudge": _s("images:IMAGE, profile:COMBO, llm:REZCTY_LLM?, image_embedding:REZCTY_EMBEDDING?",
                         "passed:IMAGE, rejected:IMAGE, report:STRING"),
     "RezctyMetadataWriter": _s("images:IMAGE, prompt:STRING, filename_prefix:STRING, csv_name:STRING, category:COMBO, "
-                               "llm:REZCTY_LLM?, image_embedding:REZCTY_EMBEDDING?, qc_report:STRING?", "metadata:STRING"),
+                               "llm:REZCTY_LLM?, image_embedding:REZCTY_EMBEDDING?, qc_report:STRING!?", "metadata_json:STRING"),
     "RezctyDualLoraLoader": _s("model:MODEL, clip:CLIP, style_lora:COMBO, style_strength_model:FLOAT, "
                                "style_strength_clip:FLOAT, structure_lora:COMBO, structure_strength_model:FLOAT, "
                                "structure_strength_clip:FLOAT", "MODEL:MODEL, CLIP:CLIP, trigger_words:STRING"),
     "RezctyEmbeddingBridge": _s("clip:CLIP, text:STRING, embedding:COMBO, weight:FLOAT",
-                                "conditioning:CONDITIONING, text:STRING"),
+                                "CONDITIONING:CONDITIONING, encoded_text:STRING"),
 }
 
-DEFAULT_SIZES = {"Note": (420, 260), "PreviewAny": (380, 220), "SaveImage": (380, 420), "LoadImage": (320, 380),
+DEFAULT_SIZES = {"Note": (370, 280), "PreviewAny": (380, 220), "SaveImage": (380, 420), "LoadImage": (320, 380),
                  "RezctyWhispererExpand": (420, 400), "RezctyMetadataWriter": (380, 300), "KSampler": (320, 290)}
 
 
@@ -221,7 +224,7 @@ def line3(with_llm: bool = True) -> Workflow:
         Node(1, "LoadImage", (20, 320), "Image to check", {"image": "rezcty_sample.png"}),
         Node(2, "RezctyDINOv2Loader", (400, 20), "DINOv2 (the eye)", {
             "model": "embedded: dinov2-small", "device": "auto", "dtype": "auto"}),
-        Node(3, "RezctyDINOv2Embed", (400, 200), "DINOv2 Embed", {"pooling": "cls", "use_cache": True},
+        Node(3, "RezctyDINOv2Embed", (400, 200), "DINOv2 Embed", {"pooling": "cls", "use_cache": True, "resolution": 0},
              {"dino": (2, 0), "image": (1, 0)}),
         Node(5, "RezctyQCJudge", (800, 20), "QC Judge (Adobe Stock)", {"profile": "adobe_stock"},
              {"images": (1, 0), "image_embedding": (3, 0), **llm_links}),
@@ -265,7 +268,7 @@ def all_in_one() -> Workflow:
              {"image": (9, 0)}),
         Node(11, "RezctyDINOv2Loader", (1300, 20), "DINOv2 (the eye)", {
             "model": "embedded: dinov2-small", "device": "auto", "dtype": "auto"}),
-        Node(12, "RezctyDINOv2Embed", (1300, 200), "DINOv2 Embed", {"pooling": "cls", "use_cache": True},
+        Node(12, "RezctyDINOv2Embed", (1300, 200), "DINOv2 Embed", {"pooling": "cls", "use_cache": True, "resolution": 0},
              {"dino": (11, 0), "image": (10, 0)}),
         Node(13, "RezctyQCJudge", (1300, 400), "QC Judge (Adobe Stock)", {"profile": "adobe_stock"},
              {"images": (10, 0), "llm": (1, 0), "image_embedding": (12, 0)}),
@@ -283,18 +286,18 @@ WORKFLOWS = [line1, line2, lambda: line2(custom_vae=True), line3, lambda: line3(
 # the two formats
 
 def widget_names(schema: Schema) -> list[str]:
-    return [name for name, typ, _ in schema.inputs if typ in WIDGET_TYPES]
+    return [name for name, _typ, _req, widget in schema.inputs if widget]
 
 
 def _check(wf: Workflow, node: Node, schema: Schema) -> None:
-    names = {name for name, _, _ in schema.inputs}
+    names = {name for name, *_ in schema.inputs}
     for name in [*node.values, *node.links]:
         if name not in names:
             raise ValueError(f"{wf.name}: node {node.id} ({node.cls}) has no input '{name}' (known: {sorted(names)})")
-    for name, typ, required in schema.inputs:
-        if typ in WIDGET_TYPES and name not in node.values and name not in node.links:
+    for name, _typ, required, widget in schema.inputs:
+        if widget and name not in node.values and name not in node.links:
             raise ValueError(f"{wf.name}: node {node.id} ({node.cls}) needs a value for widget '{name}'")
-        if typ not in WIDGET_TYPES and required and name not in node.links:
+        if not widget and required and name not in node.links:
             raise ValueError(f"{wf.name}: node {node.id} ({node.cls}) needs a link for input '{name}'")
 
 
@@ -306,7 +309,7 @@ def to_api(wf: Workflow) -> dict:
         schema = SCHEMAS[node.cls]
         _check(wf, node, schema)
         inputs: dict = {}
-        for name, _typ, _ in schema.inputs:
+        for name, *_ in schema.inputs:
             if name in node.links:
                 src, slot = node.links[name]
                 inputs[name] = [str(src), slot]
@@ -325,7 +328,7 @@ def to_ui(wf: Workflow) -> dict:
         if node.cls == "Note":
             continue
         schema = SCHEMAS[node.cls]
-        for idx, (name, _typ, _) in enumerate(schema.inputs):
+        for idx, (name, *_) in enumerate(schema.inputs):
             if name not in node.links:
                 continue
             src, slot = node.links[name]
@@ -346,9 +349,9 @@ def to_ui(wf: Workflow) -> dict:
             continue
         schema = SCHEMAS[node.cls]
         inputs = []
-        for name, typ, required in schema.inputs:
+        for name, typ, required, widget in schema.inputs:
             slot: dict = {"name": name, "type": typ, "link": in_link.get((node.id, name))}
-            if typ in WIDGET_TYPES:
+            if widget:
                 slot["widget"] = {"name": name}
             elif not required:
                 slot["shape"] = 7  # drawn hollow: optional
