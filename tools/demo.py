@@ -34,7 +34,7 @@ from demo_samples import write_ideas, write_samples  # noqa: E402
 
 from rezcty_core import client as rc  # noqa: E402
 
-USER_MODELS = REPO / ".comfyui" / "base" / "models"  # the default base of `./rezcty comfy`
+DEFAULT_MODELS = REPO / ".comfyui" / "base" / "models"  # the default base of `./rezcty comfy`
 WORKFLOWS = REPO / "workflows" / "api"
 LINE_NODES = {
     "line1": ["RezctyLLMLoader", "RezctyWhispererExpand"],
@@ -48,7 +48,7 @@ def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def find_checkpoint(explicit: str | None) -> Path | None:
+def find_checkpoint(explicit: str | None, models: Path) -> Path | None:
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
@@ -57,15 +57,15 @@ def find_checkpoint(explicit: str | None) -> Path | None:
     env = os.environ.get("REZCTY_SD15")
     if env and Path(env).is_file():
         return Path(env)
-    folder = USER_MODELS / "checkpoints"
+    folder = models / "checkpoints"
     found = sorted(p for p in folder.glob("*") if p.suffix.lower() in CKPT_EXTS) if folder.is_dir() else []
     return found[0] if found else None
 
 
-def link_user_models(base: Path, checkpoint: Path | None) -> None:
+def link_user_models(base: Path, checkpoint: Path | None, models: Path) -> None:
     """Make the user's models (default base) visible in the demo's fresh base directory."""
     for sub in ("loras", "embeddings", "vae", "upscale_models", "LLM", "rezcty_adapters", "dinov2"):
-        src = USER_MODELS / sub
+        src = models / sub
         if src.is_dir():
             for item in src.iterdir():
                 dest = base / "models" / sub / item.name
@@ -103,7 +103,8 @@ def run_line1(client: rc.ComfyClient, ideas: Path, out: Path, servers: list[str]
     return {"ideas": len(items), "prompts": len(prompts), "failed": len(report.failed)}
 
 
-def run_line2(client: rc.ComfyClient, checkpoint: str, out: Path, servers: list[str], count: int, steps: int) -> dict:
+def run_line2(client: rc.ComfyClient, checkpoint: str, out: Path, servers: list[str], count: int, steps: int,
+              models: Path) -> dict:
     graph = rc.load_workflow(WORKFLOWS / "line2_generation.json")
     info = client.object_info()
     rc.set_input(graph, "1.ckpt_name", checkpoint)
@@ -115,7 +116,7 @@ def run_line2(client: rc.ComfyClient, checkpoint: str, out: Path, servers: list[
             "none" if "none" in embeddings else None)
         if fallback is None:
             say("  line 2 skipped: the Embedding Bridge needs a textual-inversion embedding (rezcty_genius) in "
-                f"{USER_MODELS / 'embeddings'}/")
+                f"{models / 'embeddings'}/")
             return {"skipped": "no embedding"}
         rc.set_input(graph, "3.embedding", fallback)
     prompts = json.loads((out / "prompts.json").read_text(encoding="utf-8"))[:count]
@@ -194,13 +195,15 @@ def csv_rows(path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="./rezcty demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=None, help="results folder (default .comfyui/demo/results-<time>)")
-    ap.add_argument("--checkpoint", default=None, help=f"SD 1.5 checkpoint for line 2 (default: first in {USER_MODELS / 'checkpoints'})")
+    ap.add_argument("--checkpoint", default=None, help=f"SD 1.5 checkpoint for line 2 (default: first in {DEFAULT_MODELS / 'checkpoints'})")
     ap.add_argument("--line2-count", type=int, default=2, help="how many prompts line 2 renders (CPU is slow)")
     ap.add_argument("--line2-steps", type=int, default=None, help="sampler steps for line 2 (default 25 on GPU, 12 on CPU)")
     ap.add_argument("--with-llm-judge", action="store_true",
                     help="line 3 with the embedded LLM in the judge and the writer (slower on CPU)")
     ap.add_argument("--keep-base", action="store_true", help="keep the server's base directory afterwards")
+    ap.add_argument("--models", default=None, help=f"models folder to use (default {DEFAULT_MODELS})")
     args = ap.parse_args(argv)
+    models = Path(args.models).resolve() if args.models else DEFAULT_MODELS
 
     t0 = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -211,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ideas = write_ideas(out / "inputs" / "ideas.txt")
     samples = out / "inputs" / "images"
     write_samples(samples)
-    checkpoint = find_checkpoint(args.checkpoint)
-    link_user_models(work, checkpoint)
+    checkpoint = find_checkpoint(args.checkpoint, models)
+    link_user_models(work, checkpoint, models)
 
     server = ComfyProcess(work, log_path=out / "server.log")
     say(f"starting ComfyUI on {server.url} (base directory {work})")
@@ -242,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         gone = missing_nodes(info, "line2")
         if checkpoint is None:
             msg = (f"line 2 skipped: no SD 1.5 checkpoint. Put one (e.g. v1-5-pruned-emaonly.safetensors) in "
-                   f"{USER_MODELS / 'checkpoints'}/ or pass --checkpoint FILE, then run ./rezcty demo again")
+                   f"{models / 'checkpoints'}/ or pass --checkpoint FILE, then run ./rezcty demo again")
             say(msg)
-            summary["lines"]["line2"] = {"skipped": "no SD 1.5 checkpoint", "put_it_in": str(USER_MODELS / "checkpoints")}
+            summary["lines"]["line2"] = {"skipped": "no SD 1.5 checkpoint", "put_it_in": str(models / "checkpoints")}
         elif gone:
             say(f"line 2 skipped: this build has no {', '.join(gone)} node yet")
             summary["lines"]["line2"] = {"skipped": f"missing nodes {gone}"}
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             steps = args.line2_steps or (12 if "--cpu" in server.log_text() or not _has_gpu(client) else 25)
             say(f"line 2: {args.line2_count} prompt(s) -> {checkpoint.name}, {steps} steps, x4 upscale")
-            summary["lines"]["line2"] = run_line2(client, checkpoint.name, out, servers, args.line2_count, steps)
+            summary["lines"]["line2"] = run_line2(client, checkpoint.name, out, servers, args.line2_count, steps, models)
             gen = out / "line2" / "files"
             if gen.is_dir():
                 for f in gen.glob("*.*"):

@@ -87,5 +87,6 @@ def write_samples(folder: Path) -> list[Path]:
 
 
 def write_ideas(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(IDEAS) + "\n", encoding="utf-8")
     return path
