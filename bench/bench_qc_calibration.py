@@ -1,0 +1,152 @@
+"""QC judge calibration and speed.
+
+    .venv/bin/python bench/bench_qc_calibration.py [--clean N] [--big N] [--no-speed]
+    ./rezcty bench qc
+
+Calibration: N procedural clean renders (rezcty_core.qc_synth, 1024x768) are judged with the
+`adobe_stock` profile (resolution checked separately, see below); then each defect of
+qc_synth.DEFECTS is injected at every strength a reviewer would reject (and at borderline and mild
+strengths, reported without a target), and we report the share
+of images whose reasons contain the expected code (detection) and the share of clean images
+with any reason (false rejects). Mild strengths (that should pass) are reported as well.
+The `downscale` defect runs on 2048x2048 (4.19 MP) clean renders, the size the brief targets.
+
+Speed: every technical check on one 4 MP image vs the `brisque` package's score alone on the
+same image (installed from the wheel in .comfyui/downloads/wheels with --no-deps; it breaks on
+numpy >= 2.4 in its own scaling step, so when it does, its own feature functions are timed and
+only the final vector is flattened).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("REZCTY_EMBEDDED_DIR", str(REPO / ".comfyui" / "embedded"))
+
+import numpy as np  # noqa: E402
+
+from rezcty_core import qc, qc_synth  # noqa: E402
+
+
+def judge(rgb: np.ndarray, profile: dict) -> list[str]:
+    m = qc.measure_with_profile(rgb, profile)
+    return qc.unique_codes(qc.failed_checks(m, profile))
+
+
+def calibrate(n_clean: int, n_big: int) -> bool:
+    profile = qc.load_profile("adobe_stock")
+    small_profile = copy.deepcopy(profile)
+    small_profile["checks"]["resolution_min"]["enabled"] = False
+    t0 = time.time()
+    clean = [qc_synth.clean_image(seed) for seed in range(n_clean)]
+    false_rejects = []
+    for seed, img in enumerate(clean):
+        reasons = judge(img, small_profile)
+        if reasons:
+            false_rejects.append((seed, reasons))
+    print(f"clean images: {n_clean} renders 1024x768; false rejects {len(false_rejects)}/{n_clean} "
+          f"= {100.0 * len(false_rejects) / n_clean:.1f} %  (target <= 5 %)")
+    for seed, reasons in false_rejects:
+        print(f"  clean seed {seed}: {reasons}")
+    ok = len(false_rejects) <= 0.05 * n_clean
+    print(f"{'defect':<12} {'strength':>8} {'code':<15} {'detected':>9}")
+    for defect, (code, strengths, borderline, mild) in qc_synth.DEFECTS.items():
+        images = clean if defect != "downscale" else [qc_synth.clean_image(s, 2048, 2048) for s in range(n_big)]
+        prof = small_profile if defect != "downscale" else profile
+        for strength in (*strengths, *borderline, *mild):
+            hits = 0
+            misses = []
+            for seed, img in enumerate(images):
+                reasons = judge(qc_synth.inject(img, defect, strength, seed=seed), prof)
+                if code in reasons:
+                    hits += 1
+                else:
+                    misses.append(seed)
+            rate = 100.0 * hits / len(images)
+            if strength in strengths:
+                ok &= rate >= 95.0
+                label = f"{rate:6.1f} %"
+            elif strength in borderline:
+                label = f"{rate:6.1f} %  (borderline strength, no target)"
+            else:
+                label = f"{rate:6.1f} %  (mild, should pass: flagged share)"
+            print(f"{defect:<12} {strength!s:>8} {code:<15} {label}" + (f"  missed seeds {misses[:8]}" if misses and
+                                                                       strength in strengths else ""))
+    print(f"calibration: {'targets met' if ok else 'targets NOT met'} ({time.time() - t0:.0f} s)")
+    return ok
+
+
+def package_brisque_score(rgb: np.ndarray) -> float:
+    """The `brisque` package alone (its own features; flattened only where numpy >= 2.4 breaks it)."""
+    warnings.filterwarnings("ignore")
+    from brisque import BRISQUE
+
+    obj = BRISQUE(url=False)
+    try:
+        return float(obj.score(rgb))
+    except (TypeError, ValueError):
+        import cv2
+        import skimage.color
+
+        grey = skimage.color.rgb2gray(rgb)
+        full = obj.calculate_brisque_features(grey, kernel_size=7, sigma=7 / 6)
+        half = cv2.resize(grey, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
+        feats = np.concatenate((full, obj.calculate_brisque_features(half, kernel_size=7, sigma=7 / 6)))
+        return float(obj.calculate_image_quality_score(np.array([float(np.ravel(f)[0]) for f in feats])))
+
+
+def speed() -> None:
+    from rezcty_core import brisque
+
+    profile = qc.load_profile("adobe_stock")
+    img = qc_synth.clean_image(7, 2048, 2048)
+    qc.measure_with_profile(img, profile)  # warm-up (model file, caches)
+    ours = []
+    for _ in range(3):
+        t = time.perf_counter()
+        qc.measure_with_profile(img, profile)
+        ours.append(time.perf_counter() - t)
+    try:
+        t = time.perf_counter()
+        ref = package_brisque_score(img)
+        pkg = time.perf_counter() - t
+    except ImportError as e:
+        print(f"speed: brisque package not installed ({e}); pip install --no-deps "
+              f".comfyui/downloads/wheels/brisque-0.2.0-py3-none-any.whl opencv-python-headless scikit-image "
+              f"libsvm-official")
+        pkg, ref = None, None
+    t = time.perf_counter()
+    full = brisque.brisque_score(img)
+    ours_full = time.perf_counter() - t
+    med = statistics.median(ours)
+    print(f"speed, 2048x2048 (4.19 MP), {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}:")
+    print(f"  all technical checks (rezcty_core.qc.measure): median {med:.3f} s of 3 (target <= 1 s)")
+    print(f"  rezcty BRISQUE alone at full resolution:       {ours_full:.3f} s, score {full:.3f}")
+    if pkg is not None:
+        print(f"  brisque 0.2.0 package score alone (baseline):  {pkg:.3f} s, score {ref:.3f}")
+        print(f"  ratio all-checks / package = {med / pkg:.3f}; rezcty BRISQUE / package = {ours_full / pkg:.3f};"
+              f" |score difference| = {abs(full - ref):.2e}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clean", type=int, default=40, help="number of clean 1024x768 renders")
+    ap.add_argument("--big", type=int, default=6, help="number of clean 4 MP renders for the downscale defect")
+    ap.add_argument("--no-speed", action="store_true")
+    args = ap.parse_args(argv)
+    ok = calibrate(args.clean, args.big)
+    if not args.no_speed:
+        speed()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""A contact sheet of a judged batch: a self-contained HTML page and a PNG grid, for review at a glance.
+
+Each tile shows the thumbnail, the verdict (green pass / red reject), the score, the reason codes and
+the key measurements. Thumbnails are embedded in the HTML (base64 JPEG), so the page can be mailed
+or opened from Google Drive without its folder.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+THUMB = 256
+KEY_MEASUREMENTS = (("megapixels", "MP"), ("blur_sigma_px", "blur px"), ("noise_sigma", "noise"),
+                    ("jpeg_blockiness", "blocks"), ("banding_ratio", "banding"), ("dynamic_range", "range"),
+                    ("mean_luma", "luma"), ("brisque", "BRISQUE"))
+COLOURS = {"pass": (46, 160, 67), "reject": (207, 34, 46)}
+
+
+def thumbnail(rgb: np.ndarray, size: int = THUMB) -> Image.Image:
+    img = Image.fromarray(np.asarray(rgb)[..., :3])
+    img.thumbnail((size, size), Image.LANCZOS)
+    return img
+
+
+def _key_lines(measurements: dict) -> list[str]:
+    out = []
+    for key, label in KEY_MEASUREMENTS:
+        value = measurements.get(key)
+        if value is not None:
+            out.append(f"{label} {value:g}" if isinstance(value, (int, float)) else f"{label} {value}")
+    return out
+
+
+def render_html(entries: list[dict], thumbs: list[Image.Image], title: str = "rezcty QC") -> str:
+    passed = sum(e["verdict"] == "pass" for e in entries)
+    tiles = []
+    for entry, thumb in zip(entries, thumbs):
+        buf = io.BytesIO()
+        thumb.save(buf, "JPEG", quality=85)
+        src = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+        verdict = entry["verdict"]
+        reasons = ", ".join(entry.get("reasons", [])) or "—"
+        meas = " · ".join(_key_lines(entry.get("measurements", {})))
+        llm = entry.get("llm") or {}
+        llm_line = f"<div class=llm>LLM: {html.escape(str(llm.get('status', '')))}</div>" if llm else ""
+        tiles.append(
+            f'<figure class="{verdict}"><img src="{src}" alt="image {entry["index"]}">'
+            f'<figcaption><b>#{entry["index"]} {verdict.upper()}</b> score {entry.get("score", 0):g}'
+            f'<div class=reasons>{html.escape(reasons)}</div><div class=meas>{html.escape(meas)}</div>'
+            f'{llm_line}</figcaption></figure>')
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body{{font-family:sans-serif;background:#111;color:#eee;margin:1em}}
+.grid{{display:flex;flex-wrap:wrap;gap:12px}}
+figure{{margin:0;width:{THUMB + 8}px;background:#222;border:4px solid #555;border-radius:4px}}
+figure.pass{{border-color:#2ea043}} figure.reject{{border-color:#cf222e}}
+img{{display:block;max-width:{THUMB}px;max-height:{THUMB}px;margin:auto}}
+figcaption{{padding:4px;font-size:12px}} .reasons{{color:#ff9b9b}} .meas,.llm{{color:#aaa}}
+</style></head><body>
+<h1>{html.escape(title)}</h1><p>{len(entries)} images: {passed} passed, {len(entries) - passed} rejected.</p>
+<div class="grid">
+{chr(10).join(tiles)}
+</div></body></html>
+"""
+
+
+def render_png(entries: list[dict], thumbs: list[Image.Image], columns: int = 6) -> Image.Image:
+    font = ImageFont.load_default()
+    n = max(1, len(entries))
+    cols = min(columns, n)
+    rows = (n + cols - 1) // cols
+    text_h = 14 * 4
+    cell_w, cell_h = THUMB + 12, THUMB + 12 + text_h
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), (17, 17, 17))
+    draw = ImageDraw.Draw(sheet)
+    for i, (entry, thumb) in enumerate(zip(entries, thumbs)):
+        x, y = (i % cols) * cell_w, (i // cols) * cell_h
+        colour = COLOURS.get(entry["verdict"], (128, 128, 128))
+        draw.rectangle([x + 1, y + 1, x + cell_w - 2, y + THUMB + 10], outline=colour, width=4)
+        sheet.paste(thumb, (x + 6 + (THUMB - thumb.width) // 2, y + 6 + (THUMB - thumb.height) // 2))
+        lines = [f"#{entry['index']} {entry['verdict'].upper()}  score {entry.get('score', 0):g}",
+                 ", ".join(entry.get("reasons", [])) or "-"]
+        meas = _key_lines(entry.get("measurements", {}))
+        lines += [" ".join(meas[:3]), " ".join(meas[3:6])]
+        for j, line in enumerate(lines):
+            draw.text((x + 6, y + THUMB + 14 + 14 * j), line[:44], fill=colour if j == 0 else (220, 220, 220), font=font)
+    return sheet
+
+
+def write_contact_sheet(entries: list[dict], images: list[np.ndarray], folder: str | Path, stem: str,
+                        title: str = "rezcty QC") -> tuple[Path, Path]:
+    """Write `<stem>.html` and `<stem>.png` into `folder`; returns both paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    thumbs = [thumbnail(img) for img in images]
+    html_path, png_path = folder / f"{stem}.html", folder / f"{stem}.png"
+    html_path.write_text(render_html(entries, thumbs, title), encoding="utf-8")
+    render_png(entries, thumbs).save(png_path)
+    return html_path, png_path

