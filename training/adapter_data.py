@@ -86,7 +86,7 @@ def parse_line(raw: str, lineno: int, root: Path, specialist: str, text_only: bo
             raise ValueError(f"embedding file {obj['image_embedding_path']} is corrupt or not a rezcty embedding")
         example.embedding_path, example.meta = path, meta
         example.eye = (meta.get("model_hash"), int(meta.get("dim", 0)), meta.get("pooling"))
-    elif obj.get("image_path"):
+    if obj.get("image_path"):
         path = root / str(obj["image_path"])
         if not path.is_file():
             raise ValueError(f"image file {obj['image_path']} not found")

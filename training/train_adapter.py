@@ -312,19 +312,20 @@ def main(argv: list[str] | None = None) -> int:
         data, train, held = load_data(args)
     except (DatasetError, ValueError) as e:
         return fail(str(e))
+    dino = encode = None
+    in_dim = data.eye["dim"] if data.eye and not args.text_only else None
     if args.encode_inline:
-        if any(e.image_path is None for e in train):
+        if any(e.image_path is None for e in train + held):
             return fail(f"{args.data}: --encode-inline needs an `image_path` on every line")
-        in_dim = 384
-    else:
-        in_dim = data.eye["dim"] if data.eye and not args.text_only else None
+        from rezcty_core.llm import _pick_device
+
+        dino, encode = inline_encoder(args, _pick_device(args.device))
+        in_dim = dino.dim
+        data.eye = {"model": dino.name, "model_hash": dino.identity, "dim": dino.dim, "pooling": "cls"}
     try:
         model, tokenizer, projector, base_dir, quant_name, device = load_model(args, in_dim)
     except (RuntimeError, FileNotFoundError, ValueError) as e:
         return fail(str(e))
-    dino, encode = inline_encoder(args, device) if args.encode_inline else (None, None)
-    if args.encode_inline and data.eye is None:
-        data.eye = {"model": dino.name, "model_hash": dino.identity, "dim": dino.dim, "pooling": "cls"}
 
     micro = args.batch_size * args.grad_accum
     total = args.max_steps or max(1, math.ceil(args.epochs * len(train) / micro))
