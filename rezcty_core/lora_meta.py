@@ -116,11 +116,12 @@ def lora_triggers(path: str | Path, metadata: Mapping[str, str] | None = None) -
     own = split_words(metadata.get(TRIGGER_KEY, ""))
     if own:
         return TriggerInfo(dedupe(own), TRIGGER_KEY, role)
-    sidecar = path.with_suffix(".txt")
-    if sidecar.is_file():
-        words = split_words(sidecar.read_text(encoding="utf-8", errors="replace"))
-        if words:
-            return TriggerInfo(dedupe(words), "sidecar", role)
+    # next to the name the user picked, or next to the real file when that name is a link
+    for sidecar in dict.fromkeys((path.with_suffix(".txt"), path.resolve().with_suffix(".txt"))):
+        if sidecar.is_file():
+            words = split_words(sidecar.read_text(encoding="utf-8", errors="replace"))
+            if words:
+                return TriggerInfo(dedupe(words), "sidecar", role)
     words, source = kohya_triggers(metadata)
     return TriggerInfo(words, source, role)
 

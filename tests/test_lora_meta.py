@@ -125,3 +125,12 @@ def test_blend_endpoints_are_exact_and_lengths_are_padded():
     assert ti_embedding.weight_note(0.3) is None and "0.2–0.4" in ti_embedding.weight_note(0.5)
     assert ti_embedding.trigger_clash("rezcty_genius", ["rezcty_style"]) is None
     assert "also a LoRA trigger" in ti_embedding.trigger_clash("Rezcty_Style", ["rezcty_style"])
+
+
+def test_sidecar_next_to_the_real_file_of_a_linked_lora(tmp_path):
+    real = lora_files.write_kohya_lora(tmp_path / "real" / "c.safetensors", text_encoder=False)
+    (tmp_path / "real" / "c.txt").write_text("cword")
+    (tmp_path / "loras").mkdir()
+    link = tmp_path / "loras" / "c.safetensors"
+    link.symlink_to(real)
+    assert lora_meta.lora_triggers(link).words == ["cword"]
