@@ -29,7 +29,7 @@ class BucketSpec:
 
 
 def _floor(x: float, step: int) -> int:
-    return int(x // step) * step
+    return int((x + 1e-6) // step) * step  # 1023.9999 from a float scale still floors to 1024
 
 
 def _round(x: float, step: int) -> int:
@@ -43,12 +43,14 @@ def bucket_for(width: int, height: int, spec: BucketSpec = BucketSpec()) -> tupl
     aspect = width / height
     scale = min(1.0, math.sqrt(spec.resolution ** 2 / (width * height)), spec.max_reso / width, spec.max_reso / height)
     sw, sh = width * scale, height * scale
-    max_w, max_h = _floor(sw, spec.step), _floor(sh, spec.step)
+    cap_w = min(_floor(width, spec.step), spec.max_reso)  # never wider/taller than the image itself
+    cap_h = min(_floor(height, spec.step), spec.max_reso)
     candidates = []
-    if max_w >= spec.step:  # width-led: the widest bucket, height rounded to the nearest step that fits
-        candidates.append((max_w, min(_round(max_w / aspect, spec.step), max_h)))
-    if max_h >= spec.step:  # height-led
-        candidates.append((min(_round(max_h * aspect, spec.step), max_w), max_h))
+    for bw in {min(_floor(sw, spec.step), cap_w), min(_round(sw, spec.step), cap_w)}:  # width-led
+        candidates.append((bw, min(_round(bw / aspect, spec.step), cap_h)))
+    for bh in {min(_floor(sh, spec.step), cap_h), min(_round(sh, spec.step), cap_h)}:  # height-led
+        candidates.append((min(_round(bh * aspect, spec.step), cap_w), bh))
+    candidates = [(w, h) for w, h in candidates if w * h <= spec.resolution ** 2]
     candidates = [(w, h) for w, h in candidates
                   if spec.min_reso <= w <= spec.max_reso and spec.min_reso <= h <= spec.max_reso]
     if not candidates:
