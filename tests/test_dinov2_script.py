@@ -81,15 +81,17 @@ def test_rerun_is_all_cached_and_loads_no_model(folder, first_run):
     assert all(line.get("status") in ("cached", None) for line in manifest(out))
 
 
-def test_changed_image_is_recomputed_and_strict_exits_1(folder, first_run):
+def test_changed_file_is_not_trusted_from_the_old_manifest_and_strict_exits_1(folder, first_run):
     root, _, _ = folder
     out, _ = first_run
-    changed = root / "photo_1.jpg"
-    photo_crops(1, size=(120, 90), seed=99)[0].save(changed, quality=92)  # same name, new picture
-    res = precompute("--images", str(root), "--out", str(out), "--pooling", "cls+mean", "--strict")
-    assert res.returncode == 1 and "1 computed, 8 cached, 4 error(s)" in res.stderr, res.stderr
+    before = {x["image"]: x for x in manifest(out)}
+    changed, twin = root / "photo_1.jpg", root / "photo_0.jpg"
+    changed.write_bytes(twin.read_bytes())  # same name, now another picture (whose features are cached)
+    res = precompute("--images", str(root), "--out", str(out), "--pooling", "cls+mean", "--strict", check_imports=True)
+    assert res.returncode == 1 and "0 computed, 9 cached, 4 error(s)" in res.stderr, res.stderr
+    assert res.stdout.strip().endswith("LIGHT")
     line = next(x for x in manifest(out) if x["image"] == str(changed))
-    assert line["status"] == "computed" and vision.load_embedding(out / line["embedding"]).key == line["key"]
+    assert line["key"] == before[str(twin)]["key"] != before[str(changed)]["key"]
 
 
 def test_clear_errors_for_bad_arguments(tmp_path):
