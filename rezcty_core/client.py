@@ -119,7 +119,9 @@ def find_node(graph: dict, ref: str) -> str:
 
 
 def parse_value(text: str, current: Any = None) -> Any:
-    """`--set` value: JSON when it parses (numbers, true/false, lists), kept a string where the input is one."""
+    """`--set` value: JSON when it parses (numbers, true/false, lists), kept a string where the input is one.
+
+    `null` on a linked or absent input removes it (disconnects an optional input)."""
     if isinstance(current, str):
         return text
     try:
@@ -135,7 +137,13 @@ def set_input(graph: dict, target: str, value: Any, parse: bool = False) -> None
         raise ClientError(f"'{target}': expected NODE.INPUT, e.g. 5.seed or KSampler.steps")
     node_id = find_node(graph, node_ref)
     inputs = graph[node_id].setdefault("inputs", {})
-    inputs[input_name] = parse_value(value, inputs.get(input_name)) if parse else value
+    if parse:
+        current = inputs.get(input_name)
+        value = None if value == "null" and not isinstance(current, str) else parse_value(value, current)
+    if value is None:  # `NODE.INPUT=null` disconnects an (optional) input
+        inputs.pop(input_name, None)
+    else:
+        inputs[input_name] = value
 
 
 def apply_sets(graph: dict, sets: Iterable[str]) -> dict:
@@ -390,6 +398,9 @@ class ComfyClient:
 
     def check(self, graph: dict, uploaded: Iterable[str] = ()) -> None:
         problems = validate_graph(graph, self.object_info(), uploaded)
+        if problems and self._object_info is not None:
+            # a model added since the last look: ask the server again before giving up
+            problems = validate_graph(graph, self.object_info(refresh=True), uploaded)
         if problems:
             raise ValidationFailed(problems)
 
@@ -770,9 +781,10 @@ class Batch:
         graph = self.item_graph(item)
         try:
             uploaded = client.upload_local_inputs(graph)
-            problems = validate_graph(graph, client.object_info(), uploaded)
-            if problems:
-                raise PromptFailed("; ".join(problems))
+            try:
+                client.check(graph, uploaded)
+            except ValidationFailed as e:
+                raise PromptFailed("; ".join(e.problems)) from None
             ws = client.open_ws()
             try:
                 self.manifest.write({"key": item.key, "status": "queued", "prompt_id": pid, "server": client.url,

@@ -6,12 +6,10 @@ The server is started through the very code path of `./rezcty comfy` (a subproce
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,19 +19,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".comfyui" / "cache"
+sys.path.insert(0, str(REPO / "tools"))
+from comfy_server import IMPORT_FAILURE_PATTERNS, ComfyProcess, ComfyStartError, free_port  # noqa: E402, F401
 
 # node ids fixed by ../shared/CONTRACT.md
 CONTRACT_NODES = [
     "RezctyDINOv2Loader", "RezctyDINOv2Embed", "RezctyLLMLoader", "RezctyWhispererExpand",
     "RezctyQCJudge", "RezctyMetadataWriter", "RezctyDualLoraLoader", "RezctyEmbeddingBridge",
 ]
-IMPORT_FAILURE_PATTERNS = ["IMPORT FAILED", "Cannot import", "Error while calling comfy_entrypoint"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nodes_defined_in_pack() -> list[str]:
@@ -75,74 +68,15 @@ class RunResult:
         return found
 
 
-class ComfyServer:
-    def __init__(self, base_dir: Path, port: int | None = None, log_path: Path | None = None):
-        self.base_dir = Path(base_dir)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path or (self.base_dir / "server.log")
-        self.proc: subprocess.Popen | None = None
+class ComfyServer(ComfyProcess):
+    """The real server for tests: lifecycle and folders from tools/comfy_server.py, plus HTTP helpers."""
 
-    # -- paths ---------------------------------------------------------------------------
-    @property
-    def models_dir(self) -> Path:
-        return self.base_dir / "models"
-
-    @property
-    def input_dir(self) -> Path:
-        return self.base_dir / "input"
-
-    @property
-    def output_dir(self) -> Path:
-        return self.base_dir / "output"
-
-    # -- lifecycle -----------------------------------------------------------------------
     def start(self, timeout: float = 240.0, env: dict | None = None) -> ComfyServer:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(REPO / "rezcty"), "comfy", "--port", str(self.port), "--base-directory", str(self.base_dir)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise ComfyError(f"ComfyUI exited with code {self.proc.returncode} during start\n{self.log_tail()}")
-            try:
-                self.get("/object_info/PreviewAny", timeout=5)
-                return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                time.sleep(0.5)
-        raise ComfyError(f"ComfyUI did not answer /object_info within {timeout:.0f} s\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def kill(self) -> None:
-        """Kill the server abruptly (for resume tests)."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def log_text(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 80) -> str:
-        text = self.log_text().splitlines()
-        return "---- ComfyUI server log (tail) ----\n" + "\n".join(text[-lines:])
-
-    def import_failures(self) -> list[str]:
-        return [line for line in self.log_text().splitlines() if any(p in line for p in IMPORT_FAILURE_PATTERNS)]
+            super().start(timeout, env)
+        except ComfyStartError as e:
+            raise ComfyError(str(e)) from None
+        return self
 
     # -- HTTP ----------------------------------------------------------------------------
     def get(self, path: str, timeout: float = 30) -> dict:

@@ -136,6 +136,8 @@ def test_set_parses_values_by_the_input_type():
     assert graph["2"]["inputs"]["scale_by"] == 2.5
     assert graph["1"]["inputs"]["image"] == "123"  # stays text: the input is text
     assert graph["3"]["inputs"]["filename_prefix"] == "a=b"
+    rc.apply_sets(graph, ["3.images=null"])  # null disconnects a linked input
+    assert "images" not in graph["3"]["inputs"]
     with pytest.raises(rc.ClientError, match="expected NODE.INPUT=VALUE"):
         rc.apply_sets(graph, ["2.scale_by"])
 

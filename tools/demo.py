@@ -93,6 +93,7 @@ def combo_options(info: dict, cls: str, name: str) -> list:
 
 def run_line1(client: rc.ComfyClient, ideas: Path, out: Path, servers: list[str]) -> dict:
     graph = rc.load_workflow(WORKFLOWS / "line1_prompts.json")
+    rc.set_input(graph, "2.max_new_tokens", 64)  # a CLIP-sized prompt (77 tokens) needs no more; CPU time matters
     items = rc.items_from_ideas(ideas, rc.default_bind(graph, "ideas"))
     batch = rc.Batch(graph, items, servers, out / "line1", progress=True)
     report = batch.run()
@@ -138,7 +139,7 @@ def run_line3(client: rc.ComfyClient, images: Path, out: Path, servers: list[str
     batch = rc.Batch(graph, items, servers, out / "line3", progress=True)
     report = batch.run()
     rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
-    verdicts = []
+    verdicts, sheet_entries, sheet_images = [], [], []
     for row in rows:
         report_text = (row.get("texts") or {}).get("7", [])
         entries = []
@@ -151,10 +152,27 @@ def run_line3(client: rc.ComfyClient, images: Path, out: Path, servers: list[str
         for entry in entries:
             verdicts.append({"image": row["label"], "verdict": entry.get("verdict"), "score": entry.get("score"),
                              "reasons": entry.get("reasons", [])})
+            sheet_entries.append({**entry, "index": len(sheet_entries) + 1})
+            sheet_images.append(_thumbnail_source(Path(row["image"])))
         if row.get("status") == "failed":
             verdicts.append({"image": row["label"], "verdict": "error", "reasons": [row.get("error", "")[:200]]})
     (out / "qc_report.json").write_text(json.dumps(verdicts, indent=1, ensure_ascii=False), encoding="utf-8")
+    if sheet_entries:  # one sheet for the whole batch (the node writes one per execution)
+        from rezcty_core.contact_sheet import write_contact_sheet
+
+        write_contact_sheet(sheet_entries, sheet_images, out / "qc", "contact_sheet",
+                            title="rezcty demo QC: " + ", ".join(f"#{i + 1} {v['image']}" for i, v in enumerate(verdicts)))
     return {"images": len(items), "failed": len(report.failed), "verdicts": verdicts}
+
+
+def _thumbnail_source(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im.thumbnail((512, 512))
+        return np.asarray(im)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,10 +196,7 @@ def collect_server_files(base: Path, out: Path) -> dict:
             if side.exists():
                 shutil.copy2(side, jpeg_dir / side.name)
         found["jpegs"].append(jpg.name)
-    for sheet in sorted(p for p in output.rglob("*") if p.is_file() and "contact" in p.name.lower()):
-        (out / "qc").mkdir(exist_ok=True)
-        shutil.copy2(sheet, out / "qc" / sheet.name)
-        found["contact_sheets"].append(f"qc/{sheet.name}")
+    found["contact_sheets"] = sorted(f"qc/{p.name}" for p in (out / "qc").glob("contact_sheet.*"))
     return found
 
 
