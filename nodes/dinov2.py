@@ -29,6 +29,18 @@ def node_cache_dir() -> str:
     return os.environ.get("REZCTY_DINOV2_CACHE") or os.path.join(output_dir(), CACHE_SUBDIR)
 
 
+def make_room_on_gpu(dino) -> None:
+    """Before the weights first go to the GPU, let ComfyUI offload its own models (a 16 GB T4 holds SD too)."""
+    if dino.is_loaded or not dino.device.startswith("cuda"):
+        return
+    import comfy.model_management as mm
+
+    try:
+        mm.free_memory(dino.weights_bytes() * 1.2, mm.get_torch_device())
+    except Exception as e:  # best effort: loading still works, ComfyUI just keeps its models
+        print(f"[rezcty] DINOv2: could not ask ComfyUI for GPU memory: {e}")
+
+
 class RezctyDINOv2Loader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -84,6 +96,7 @@ class RezctyDINOv2Embed(io.ComfyNode):
     @classmethod
     def execute(cls, dino, image, pooling: str, use_cache: bool, resolution: int = 0) -> io.NodeOutput:
         frames = images_to_uint8(image)
+        make_room_on_gpu(dino)
         bar = comfy.utils.ProgressBar(len(frames))
         embeddings = vision.embed_images(
             dino, frames, pooling=pooling, resolution=resolution or None,

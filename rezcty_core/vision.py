@@ -296,6 +296,11 @@ class Dino:
             self._identity = weights_hash(self.path)
         return self._identity
 
+    def weights_bytes(self) -> int:
+        """Size of the weights once loaded in the chosen dtype (the files may be stored in fp32)."""
+        stored = sum(f.stat().st_size for f in weight_files(self.path))
+        return stored if self.torch_dtype == _torch().float32 else stored // 2
+
     @property
     def is_loaded(self) -> bool:
         return self._model is not None
