@@ -61,13 +61,13 @@ def draw(family: int, rng: np.random.Generator, size: int = 256) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def make_images(root: Path, families: int, per_family: int, seed: int) -> list[tuple[Path, int]]:
+def make_images(root: Path, families: int, per_family: int, seed: int, prefix: str) -> list[tuple[Path, int]]:
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     out = []
     for f in range(families):
         for i in range(per_family):
-            path = root / f"{FAMILIES[f][0]}_{i:03d}.png"
+            path = root / f"{prefix}_{FAMILIES[f][0]}_{i:03d}.png"
             draw(f, rng).save(path)
             out.append((path, f))
     return out
@@ -121,7 +121,7 @@ def accuracy(result: dict, families: int) -> float:
     hits = 0
     samples = result["eval"]["samples"]
     for s in samples:
-        family = next(i for i in range(families) if Path(s["image"]).name.startswith(FAMILIES[i][0]) or
+        family = next(i for i in range(families) if f"_{FAMILIES[i][0]}_" in Path(s["image"]).name or
                       FAMILIES[i][1] in s["reference"])
         text = s["generated"].lower()
         named = [i for i in range(families) if FAMILIES[i][0] in text]
@@ -145,8 +145,8 @@ def main() -> int:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_eye_"))
     work.mkdir(parents=True, exist_ok=True)
-    train_items = make_images(work / "train_images", args.families, args.train_per_family, args.seed)
-    held_items = make_images(work / "held_images", args.families, args.held_per_family, args.seed + 1)
+    train_items = make_images(work / "train_images", args.families, args.train_per_family, args.seed, "train")
+    held_items = make_images(work / "held_images", args.families, args.held_per_family, args.seed + 1, "held")
     t0 = time.perf_counter()
     emb = {**precompute(work / "train_images", work / "train_emb"), **precompute(work / "held_images", work / "held_emb")}
     print(f"precompute_dinov2: {len(emb)} images in {time.perf_counter() - t0:.1f} s", flush=True)

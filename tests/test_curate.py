@@ -10,13 +10,11 @@ from fixtures.tiny_llm import write_embedding
 from rezcty_core.curate import cluster, elbow_k, select_diverse
 from training import curate
 
-TOPICS = {
-    "knight": ["a knight in armor", "an armored knight on a horse", "a knight with a sword and shield",
-               "a tired knight resting by his sword", "a knight guarding a castle gate", "two knights crossing swords"],
-    "ocean": ["waves crashing on ocean rocks", "a calm ocean at dawn with waves", "ocean waves under a grey sky",
-              "a surfer riding ocean waves", "foam of ocean waves on sand", "deep blue ocean waves far away"],
-    "food": ["a bowl of noodle soup with chopsticks", "fresh bread and cheese on a board", "a plate of pasta with basil",
-             "a bowl of ramen noodle soup", "bread rolls and soup on a table", "a slice of cheese pizza on a plate"],
+VARIANTS = ["at dawn", "in the rain", "near a horse", "under stars", "by a fire", "with a dog"]
+TOPICS = {  # each topic shares its core words; the variants are shared across topics, as noise
+    "knight": [f"a knight in steel armor with a sword {v}" for v in VARIANTS],
+    "ocean": [f"ocean waves with white foam on rocks {v}" for v in VARIANTS],
+    "food": [f"a bowl of noodle soup with bread {v}" for v in VARIANTS],
 }
 
 
