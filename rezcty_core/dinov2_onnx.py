@@ -93,6 +93,11 @@ def convert_onnx_to_hf(onnx_path: Path, out: Path) -> Path:
     (tmp / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
     (tmp / "NOTICE.md").write_text(NOTICE)
     if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+        shutil.rmtree(out, ignore_errors=True)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if not (out / "model.safetensors").exists():  # not another process finishing first: a real failure
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
