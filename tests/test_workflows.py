@@ -116,6 +116,14 @@ def models(comfy, tiny_sd15, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
+def tiny_llm(comfy) -> str:
+    """A tiny random LLM folder (tests/fixtures/tiny_llm.py) in models/LLM/: the LLM paths at CPU-test speed."""
+    from fixtures.tiny_llm import tiny_llm_dir
+
+    return link_model(comfy, "LLM", tiny_llm_dir(), "tiny-llm")
+
+
+@pytest.fixture(scope="module")
 def client(comfy) -> rc.ComfyClient:
     return rc.ComfyClient(comfy.url)
 
@@ -185,23 +193,23 @@ def test_line3_qc_metadata_fast_runs_and_writes_jpeg_and_csv(comfy, client, tmp_
     assert rows[0] == ["Filename", "Title", "Keywords", "Category", "Releases"] and len(rows) == 2
 
 
-def test_line3_qc_metadata_with_the_llm_judge_runs(comfy, client, tmp_path):
+def test_line3_qc_metadata_with_the_llm_judge_runs(comfy, client, tiny_llm, tmp_path):
     graph = rc.load_workflow(API / "line3_qc_metadata.json")
     needs(client.object_info(), graph)
-    rc.apply_sets(graph, [f"1.image={sample_image(tmp_path)}", "6.csv_name=wf_llm.csv"])
+    rc.apply_sets(graph, [f"1.image={sample_image(tmp_path)}", "6.csv_name=wf_llm.csv", f"4.base_model={tiny_llm}"])
     result = client.run(graph, tmp_path / "out")
     entries = _check_line3(result, comfy)
     assert "low_resolution" in entries[0]["reasons"]  # 256 px: far below 4 MP
 
 
-def test_all_in_one_runs(comfy, client, models, tmp_path):
+def test_all_in_one_runs(comfy, client, models, tiny_llm, tmp_path):
     graph = rc.load_workflow(API / "all_in_one.json")
     needs(client.object_info(), graph)
     small_sd(graph, models, "8", "7", "3", "5")
-    # the LLM judge has its own test (line 3); here it only writes the prompt: keeps this run short on a CPU
-    rc.apply_sets(graph, ["2.max_new_tokens=16", "14.csv_name=wf_all.csv", "13.llm=null", "14.llm=null"])
+    rc.apply_sets(graph, ["2.max_new_tokens=16", "14.csv_name=wf_all.csv", f"1.base_model={tiny_llm}"])
     result = client.run(graph, tmp_path / "out")
     report = json.loads(result.texts()["15"][0])
     assert report
+    assert result.texts()["2"][0].rstrip().endswith(TRIGGERS) or TRIGGERS in result.texts()["2"][0]
     arr = np.asarray(Image.open(next(p for p in comfy.output_dir.rglob("*.jpg"))))
     assert arr.ndim == 3

@@ -69,13 +69,15 @@ def write_samples(folder: Path) -> list[Path]:
     clean = [Image.fromarray(landscape(s)) for s in range(3)]
     for i, im in enumerate(clean):
         made.append((f"clean_{i + 1}.png", im, PROMPTS[i]))
-    made.append(("defect_blurry.png", clean[0].filter(ImageFilter.GaussianBlur(8)), PROMPTS[0]))
+    # each defect on a landscape of its own, so the only duplicate is the one meant as such
+    others = {s: landscape(s) for s in (3, 4, 5, 6)}
+    made.append(("defect_blurry.png", Image.fromarray(others[3]).filter(ImageFilter.GaussianBlur(8)), PROMPTS[0]))
     rng = np.random.default_rng(7)
-    noisy = np.asarray(clean[1], dtype=np.float32) + rng.normal(0, 28, (2048, 2048, 3))
+    noisy = others[4].astype(np.float32) + rng.normal(0, 28, others[4].shape)
     made.append(("defect_noisy.png", Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), PROMPTS[1]))
-    made.append(("defect_small.png", clean[2].resize((640, 640), Image.LANCZOS), PROMPTS[2]))
-    bright = np.asarray(clean[1], dtype=np.float32) * 1.9 + 60
-    made.append(("defect_overexposed.png", Image.fromarray(np.clip(bright, 0, 255).astype(np.uint8)), PROMPTS[1]))
+    made.append(("defect_small.png", Image.fromarray(others[5]).resize((640, 640), Image.LANCZOS), PROMPTS[2]))
+    bright = others[6].astype(np.float32) * 1.9 + 60
+    made.append(("defect_overexposed.png", Image.fromarray(np.clip(bright, 0, 255).astype(np.uint8)), PROMPTS[0]))
     made.append(("duplicate_of_clean_1.png", clean[0].copy(), PROMPTS[0]))
     paths = []
     for name, im, prompt in made:
