@@ -87,7 +87,8 @@ class RezctyEmbeddingBridge(io.ComfyNode):
         lora_triggers = list(clip.patcher.get_attachment(TRIGGERS_ATTACHMENT) or []) + BRIEF_LORA_TRIGGERS
         notes = [n for n in (ti_embedding.trigger_clash(emb.trigger, lora_triggers),
                              ti_embedding.weight_note(weight, *EMBEDDING_WEIGHT_RANGE)) if n]
-        plain_cond, _ = _encode(clip, plain)
+        # the endpoints need one encoding only: weight 0 is the plain text, weight 1 the bridged one
+        plain_cond = _encode(clip, plain)[0] if weight != 1 else None
         if weight == 0:
             shown = "\n".join([f"{emb.trigger}: weight 0, no embedding", f"encoded: {plain}"] + notes)
             return io.NodeOutput(plain_cond, plain, ui=ui.PreviewText(shown))
@@ -96,7 +97,7 @@ class RezctyEmbeddingBridge(io.ComfyNode):
         if _embedded_count(tokens) != expected:
             raise ValueError(f"Embedding Bridge: ComfyUI's tokenizer placed {_embedded_count(tokens)} embedding vectors "
                              f"for 'embedding:{embedding}', expected {expected}; check the file name and the prompt")
-        cond = _blend(plain_cond, bridged_cond, weight)
+        cond = bridged_cond if weight == 1 else _blend(plain_cond, bridged_cond, weight)
         where = f"{found}× in the prompt" if found else "appended"
         shown = "\n".join([f"{emb.trigger} ({emb.n_vectors} vectors, {emb.file_format}) {where} at weight {weight:g}",
                            f"encoded: {bridged}"] + notes)
