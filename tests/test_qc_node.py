@@ -129,3 +129,22 @@ def test_unknown_profile_is_refused_by_validation(comfy):
     name = save_input(comfy, "qc_any.png", np.full((8, 8, 3), 100, np.uint8))
     err = comfy.run_error(judge_graph([name], profile="no_such_profile"))
     assert "no_such_profile" in err
+
+
+def test_dinov2_embeddings_feed_the_duplicate_check(comfy, small_profile):
+    a, b = qc_synth.clean_image(260, 640, 480), qc_synth.clean_image(261, 640, 480)
+    files = [save_input(comfy, "qc_emb_a.png", a), save_input(comfy, "qc_emb_a_copy.png", a),
+             save_input(comfy, "qc_emb_b.png", b)]
+    graph = judge_graph(files, small_profile, prefix="qcemb")
+    graph["dino"] = {"class_type": "RezctyDINOv2Loader",
+                     "inputs": {"model": "embedded: dinov2-small", "device": "cpu", "dtype": "fp32"}}
+    graph["emb"] = {"class_type": "RezctyDINOv2Embed", "inputs": {"dino": ["dino", 0], "pooling": "cls",
+                                                                  "use_cache": False,
+                                                                  "image": graph["judge"]["inputs"]["images"]}}
+    graph["judge"]["inputs"]["image_embedding"] = ["emb", 0]
+    report = json.loads(comfy.run(graph).text("report")[0])
+    assert [e["verdict"] for e in report] == ["pass", "reject", "pass"]
+    dup = report[1]["measurements"]["duplicate_of"]
+    assert dup["of"] == "batch #0" and dup["cosine"] >= 0.999
+    history = [json.loads(line) for line in (comfy.output_dir / "rezcty_qc" / "history.jsonl").read_text().splitlines()]
+    assert any(h["embedding"] is not None and len(h["embedding"]) == 384 for h in history)
