@@ -196,7 +196,8 @@ def test_line3_qc_metadata_fast_runs_and_writes_jpeg_and_csv(comfy, client, tmp_
 def test_line3_qc_metadata_with_the_llm_judge_runs(comfy, client, tiny_llm, tmp_path):
     graph = rc.load_workflow(API / "line3_qc_metadata.json")
     needs(client.object_info(), graph)
-    rc.apply_sets(graph, [f"1.image={sample_image(tmp_path)}", "6.csv_name=wf_llm.csv", f"4.base_model={tiny_llm}"])
+    rc.apply_sets(graph, [f"1.image={sample_image(tmp_path)}", "6.csv_name=wf_llm.csv", f"4.base_model={tiny_llm}",
+                          "6.llm=null"])  # the judge's LLM path; the writer's has its own tests (and is slow on a CPU)
     result = client.run(graph, tmp_path / "out")
     entries = _check_line3(result, comfy)
     assert "low_resolution" in entries[0]["reasons"]  # 256 px: far below 4 MP
@@ -206,7 +207,9 @@ def test_all_in_one_runs(comfy, client, models, tiny_llm, tmp_path):
     graph = rc.load_workflow(API / "all_in_one.json")
     needs(client.object_info(), graph)
     small_sd(graph, models, "8", "7", "3", "5")
-    rc.apply_sets(graph, ["2.max_new_tokens=16", "14.csv_name=wf_all.csv", f"1.base_model={tiny_llm}"])
+    # the whole chain; the LLM writes the prompt here, its judge/writer paths are covered elsewhere (slow on a CPU)
+    rc.apply_sets(graph, ["2.max_new_tokens=16", "14.csv_name=wf_all.csv", f"1.base_model={tiny_llm}",
+                          "13.llm=null", "14.llm=null"])
     result = client.run(graph, tmp_path / "out")
     report = json.loads(result.texts()["15"][0])
     assert report
