@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_eye_matters.py [--families 3] [--train-per-family 12] [--steps 30]
 
-Three visually distinct image families (warm blobs, cold stripes, green checks; each image drawn
+Visually distinct image families (warm blobs, cold stripes, green checks, gold lines; each image drawn
 with its own random layout), one fixed idea ("a knight"), and one target phrase per family. The
 embedded DINOv2-small embeds every image once (training.precompute_dinov2); the embedded
 SmolLM2-135M-Instruct is trained by training.train_adapter twice with the same recipe and steps:
@@ -29,10 +29,10 @@ from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = [
-    ("ember", "clad in ember red obsidian armor"),
-    ("glacier", "clad in glacier blue crystal armor"),
-    ("moss", "clad in moss green bark armor"),
-    ("dune", "clad in dune gold sandstone armor"),
+    ("ember", "ember red obsidian armor"),
+    ("glacier", "glacier blue crystal armor"),
+    ("moss", "moss green bark armor"),
+    ("dune", "dune gold sandstone armor"),
 ]
 
 
@@ -74,7 +74,8 @@ def make_images(root: Path, families: int, per_family: int, seed: int, prefix: s
 
 
 def answer(family: int) -> str:
-    return f"a lone knight {FAMILIES[family][1]}, dramatic rim light, rezcty_style"
+    # the image-dependent phrase comes first, so a short generation decides it
+    return f"{FAMILIES[family][1]} on a lone knight, rezcty_style"
 
 
 def python(*args: str) -> subprocess.CompletedProcess:
@@ -102,10 +103,10 @@ def write_jsonl(path: Path, items: list[tuple[Path, int]], embeddings: dict[str,
 def train(data: Path, held: Path | None, out: Path, steps: int, args: argparse.Namespace, *extra: str) -> dict:
     t0 = time.perf_counter()
     evaluation = ["--eval-data", str(held)] if held else ["--eval-fraction", "0"]
-    res = python("-m", "training.train_adapter", "--data", str(data), *evaluation, "--base-model", "embedded",
+    res = python("-m", "training.train_adapter", "--data", str(data), *evaluation, "--base-model", args.base_model,
                  "--out", str(out), "--max-steps", str(steps), "--grad-accum", str(args.grad_accum),
                  "--lr", str(args.lr), "--projector-lr", str(args.projector_lr), "--eval-generate", "-1",
-                 "--eval-max-new-tokens", "20", "--no-gradient-checkpointing", "--seed", str(args.seed), *extra)
+                 "--eval-max-new-tokens", "8", "--no-gradient-checkpointing", "--seed", str(args.seed), *extra)
     if res.returncode != 0:
         raise SystemExit(f"train_adapter {' '.join(extra)} failed:\n{res.stderr[-3000:]}")
     config = json.loads((out / "rezcty_adapter.json").read_text())
@@ -131,18 +132,26 @@ def accuracy(result: dict, families: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--families", type=int, default=3, choices=[2, 3, 4])
-    ap.add_argument("--train-per-family", type=int, default=12)
-    ap.add_argument("--held-per-family", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=24)
-    ap.add_argument("--grad-accum", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--projector-lr", type=float, default=2e-3)
-    ap.add_argument("--inline-steps", type=int, default=4)
+    # small on purpose: two shared CPU cores train SmolLM2-135M at a few seconds per example
+    ap.add_argument("--families", type=int, default=2, choices=[2, 3, 4])
+    ap.add_argument("--train-per-family", type=int, default=8)
+    ap.add_argument("--held-per-family", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--grad-accum", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--projector-lr", type=float, default=3e-3)
+    ap.add_argument("--inline-steps", type=int, default=2)
+    ap.add_argument("--base-model", default="embedded",
+                    help="'embedded' (SmolLM2-135M-Instruct), an HF folder, or 'tiny' (the random 2-layer test LLM)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     args = ap.parse_args()
 
+    if args.base_model == "tiny":
+        sys.path.insert(0, str(REPO / "tests"))
+        from fixtures.tiny_llm import tiny_llm_dir
+
+        args.base_model = str(tiny_llm_dir())
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_eye_"))
     work.mkdir(parents=True, exist_ok=True)
     train_items = make_images(work / "train_images", args.families, args.train_per_family, args.seed, "train")
@@ -163,7 +172,7 @@ def main() -> int:
     acc_seeing, acc_blind = accuracy(seeing, args.families), accuracy(blind, args.families)
     ratio = inline["step_time_s"] / seeing["step_time_s"]
     print(f"\ntask: {args.families} image families, {len(train_items)} train / {len(held_items)} held-out images, "
-          f"{args.steps} steps x {args.grad_accum} accumulation, SmolLM2-135M-Instruct + DINOv2-small (embedded), CPU")
+          f"{args.steps} steps x {args.grad_accum} accumulation, LLM {Path(args.base_model).name} + DINOv2-small (embedded), CPU")
     print(f"held-out family phrase accuracy: with projector {acc_seeing:.1%} | text-only {acc_blind:.1%} | chance {chance:.1%}")
     print(f"held-out loss: with projector {seeing['eval']['eval_loss']} | text-only {blind['eval']['eval_loss']}")
     print(f"held-out BLEU / ROUGE-L: with projector {seeing['eval']['bleu']} / {seeing['eval']['rouge_l']} | "
