@@ -50,7 +50,7 @@ def page(comfy):
     profile = tempfile.mkdtemp(prefix="rezcty-chromium-")
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            profile, executable_path=executable, headless=True, args=FLAGS, viewport={"width": 1800, "height": 1100})
+            profile, executable_path=executable, headless=True, args=FLAGS, viewport={"width": 2200, "height": 1300})
         try:
             pg = context.new_page()
             pg.goto(comfy.url)
@@ -102,8 +102,8 @@ def test_ui_workflow_loads_renders_and_matches_its_api_twin(page, name, tmp_path
         pytest.skip(f"node(s) not in this build yet: {not_written}")
     state = load(page, wf)
     shot = tmp_path / f"{name}.png"
-    page.evaluate("() => { const c = window.app.canvas; c.ds.scale = 0.55; c.ds.offset = [20, 40]; c.setDirty(true, true); }")
-    page.wait_for_timeout(300)
+    page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.Canvas.FitView'); }")
+    page.wait_for_timeout(500)
     page.screenshot(path=str(shot))
     print(f"screenshot: {shot}")
     assert state["unregistered"] == [], f"missing node types: {state['unregistered']}"
