@@ -30,9 +30,6 @@ def _embedded_count(tokens: dict) -> int:
     return max(counts, default=0)
 
 
-def _encode(clip, text: str):
-    tokens = clip.tokenize(text)
-    return clip.encode_from_tokens_scheduled(tokens), tokens
 
 
 def _blend(plain: list, bridged: list, weight: float) -> list:
@@ -88,15 +85,18 @@ class RezctyEmbeddingBridge(io.ComfyNode):
         notes = [n for n in (ti_embedding.trigger_clash(emb.trigger, lora_triggers),
                              ti_embedding.weight_note(weight, *EMBEDDING_WEIGHT_RANGE)) if n]
         # the endpoints need one encoding only: weight 0 is the plain text, weight 1 the bridged one
-        plain_cond = _encode(clip, plain)[0] if weight != 1 else None
+        plain_tokens, bridged_tokens = clip.tokenize(plain), clip.tokenize(bridged)
+        plain_cond = clip.encode_from_tokens_scheduled(plain_tokens) if weight != 1 else None
         if weight == 0:
             shown = "\n".join([f"{emb.trigger}: weight 0, no embedding", f"encoded: {plain}"] + notes)
             return io.NodeOutput(plain_cond, plain, ui=ui.PreviewText(shown))
-        bridged_cond, tokens = _encode(clip, bridged)
+        # other `embedding:` words in the prompt are in both texts; ours must add exactly its vectors
+        added = _embedded_count(bridged_tokens) - _embedded_count(plain_tokens)
         expected = emb.n_vectors * max(found, 1)
-        if _embedded_count(tokens) != expected:
-            raise ValueError(f"Embedding Bridge: ComfyUI's tokenizer placed {_embedded_count(tokens)} embedding vectors "
-                             f"for 'embedding:{embedding}', expected {expected}; check the file name and the prompt")
+        if added != expected:
+            raise ValueError(f"Embedding Bridge: ComfyUI's tokenizer placed {added} vectors for 'embedding:{embedding}', "
+                             f"expected {expected}; check the file name and the prompt")
+        bridged_cond = clip.encode_from_tokens_scheduled(bridged_tokens)
         cond = bridged_cond if weight == 1 else _blend(plain_cond, bridged_cond, weight)
         where = f"{found}× in the prompt" if found else "appended"
         shown = "\n".join([f"{emb.trigger} ({emb.n_vectors} vectors, {emb.file_format}) {where} at weight {weight:g}",

@@ -164,5 +164,6 @@ def unmatched_warning(slot: str, name: str, unmatched: int, total: int, shape_mi
         parts.append(f"{unmatched} of {total} keys match no layer of this model")
     if shape_mismatch:
         parts.append(f"{shape_mismatch} layers have the wrong shape")
-    hint = " — is it a LoRA for another base model (e.g. SDXL on SD 1.5)?" if (unmatched + shape_mismatch) * 2 >= total else ""
+    mostly_foreign = unmatched * 2 >= total or shape_mismatch > 0
+    hint = " — is it a LoRA for another base model (e.g. SDXL on SD 1.5)?" if mostly_foreign else ""
     return f"WARNING {slot} LoRA '{name}': " + "; ".join(parts) + f"; those were not applied{hint}"

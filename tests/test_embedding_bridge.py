@@ -93,6 +93,10 @@ def test_every_embedding_format_is_read(comfy, tiny_sd15, embeddings):
         res = comfy.run(bridge_graph(tiny_sd15, key, embeddings[key], 1.0, text=text, render=False))
         assert expected in "\n".join(res.text("20")), res.text("20")
         assert res.text("21") == [f"a castle, embedding:{embeddings[key]}"]
+    # another embedding named in the prompt stays as it is, in both blended texts
+    other = f"a castle, embedding:{embeddings['a1111_pt']}"
+    res = comfy.run(bridge_graph(tiny_sd15, "other", embeddings["sdxl"], 1.0, text=other, render=False))
+    assert res.text("21") == [f"{other}, embedding:{embeddings['sdxl']}"]
 
 
 def test_a_1024_wide_embedding_fails_naming_both_sizes(comfy, tiny_sd15, embeddings):

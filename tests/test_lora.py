@@ -95,8 +95,9 @@ def test_model_and_clip_strengths_act_separately_and_diffusers_layout_loads(comf
     plain = pixels(comfy, comfy.run(sd15_graph(tiny_sd15, prefix="lora_plain2")))
     clip_only = pixels(comfy, comfy.run(lora_graph(tiny_sd15, "lora_cliponly", structure=loras["kohya"],
                                                    structure_s=(0.0, 1.0))))
-    model_only = pixels(comfy, comfy.run(lora_graph(tiny_sd15, "lora_modelonly", structure=loras["kohya"],
-                                                    structure_s=(1.0, 0.0))))
+    g = lora_graph(tiny_sd15, "lora_modelonly", structure=loras["kohya"], structure_s=(1.0, 0.0))
+    g["2"]["inputs"]["clip"] = ["1", 1]  # the CLIP is untouched at strength 0: reuse the cached plain encoding
+    model_only = pixels(comfy, comfy.run(g))
     assert not np.array_equal(plain, clip_only)
     assert not np.array_equal(plain, model_only)
     assert not np.array_equal(clip_only, model_only)

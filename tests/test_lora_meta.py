@@ -62,6 +62,9 @@ def test_unmatched_keys_by_module_prefix():
     assert lora_meta.unmatched_warning("style", "f", 0, 6) is None
     w = lora_meta.unmatched_warning("style", "f", 5, 6)
     assert "5 of 6 keys match no layer" in w and "SDXL" in w
+    few = lora_meta.unmatched_warning("structure", "f", 1, 600)
+    assert "1 of 600 keys" in few and "SDXL" not in few
+    assert "3 layers have the wrong shape" in lora_meta.unmatched_warning("style", "f", 0, 600, shape_mismatch=3)
 
 
 @pytest.mark.parametrize("writer, fmt, n", [
