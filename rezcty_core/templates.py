@@ -22,6 +22,20 @@ WHISPERER_SYSTEM = (
     "Answer with the prompt only."
 )
 
+# Worked examples shown to a base LLM without a trained whisperer adapter (few-shot); an adapter is trained
+# on the plain template above and sees no examples. Idea -> prompt body (the node appends the triggers).
+WHISPERER_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("a knight",
+     "a lone knight clad in armor forged from solidified moonlight, standing on a misty cliff at dawn, "
+     "tattered cape drifting in the wind, pale silver light on wet stone, ruined towers far below"),
+    ("a city in the rain",
+     "a futuristic city under heavy rain, glowing neon lights reflected in flooded streets, "
+     "towers fading into low clouds, one red umbrella crossing an empty plaza"),
+    ("a teapot",
+     "a porcelain teapot floating above a still lake, steam curling into the shape of birds, "
+     "soft morning haze, pastel pink and teal water, tiny ripples under the spout"),
+)
+
 JUDGE_SYSTEM = (
     "You are a microstock quality analyst for Adobe Stock. Look at the image and its measurements and "
     "decide whether it passes review: sharp, no artifacts or noise, clear focus, no odd structures or "
