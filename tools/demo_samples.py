@@ -15,7 +15,6 @@ from PIL import Image, ImageFilter
 IDEAS = [
     "a lighthouse on a cliff",
     "sunrise over mountain",
-    "a fox in fresh snow",
     "a quiet harbour at dusk",
 ]
 
