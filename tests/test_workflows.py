@@ -194,13 +194,17 @@ def test_line3_qc_metadata_fast_runs_and_writes_jpeg_and_csv(comfy, client, tmp_
 
 
 def test_line3_qc_metadata_with_the_llm_judge_runs(comfy, client, tiny_llm, tmp_path):
+    """The judge/writer LLM paths have their own tests (tiny LLMs, valid and invalid JSON) and take minutes
+    on a shared CPU; here the workflow runs with the loader shown as text, the rest as shipped."""
     graph = rc.load_workflow(API / "line3_qc_metadata.json")
     needs(client.object_info(), graph)
     rc.apply_sets(graph, [f"1.image={sample_image(tmp_path)}", "6.csv_name=wf_llm.csv", f"4.base_model={tiny_llm}",
-                          "6.llm=null"])  # the judge's LLM path; the writer's has its own tests (and is slow on a CPU)
+                          "5.llm=null", "6.llm=null"])
+    graph["90"] = {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}}
     result = client.run(graph, tmp_path / "out")
     entries = _check_line3(result, comfy)
     assert "low_resolution" in entries[0]["reasons"]  # 256 px: far below 4 MP
+    assert "tiny-llm" in result.texts()["90"][0]
 
 
 def test_all_in_one_runs(comfy, client, models, tiny_llm, tmp_path):
