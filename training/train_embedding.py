@@ -30,6 +30,7 @@ from training.train_lora import (
     load_checkpoint,
     make_optimizer,
     make_scheduler,
+    optimizer_step,
     pick_runtime,
     render_sample,
     restore_checkpoint,
@@ -198,27 +199,16 @@ def train(args: argparse.Namespace) -> Path:
 
     bar = tqdm(total=args.max_steps, initial=start, desc=f"train_embedding {args.token}", unit="step", dynamic_ncols=True)
     step = start
+
+    def micro_batch_loss():
+        nonlocal batches_done
+        batch = stream.next()
+        batches_done += 1
+        return diffusion_loss(model, batch_latents(batch, model, args.cache_latents, generator),
+                              [it.caption for it in batch], rt, args, generator)
+
     while step < args.max_steps:
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for _ in range(args.grad_accum):
-            batch = stream.next()
-            loss = diffusion_loss(model, batch_latents(batch, model, args.cache_latents, generator),
-                                  [it.caption for it in batch], rt, args, generator) / args.grad_accum
-            batches_done += 1
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at step {step + 1}; lower --lr")
-            (scaler.scale(loss) if scaler else loss).backward()
-            total += loss.item()
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_([vectors], args.max_grad_norm)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
+        total = optimizer_step(micro_batch_loss, [vectors], optimizer, scheduler, scaler, args, step)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")

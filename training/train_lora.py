@@ -158,7 +158,7 @@ def load_base(args: argparse.Namespace, rt: Runtime):
     if rt.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
         if args.__dict__.get("train_text_encoder") or args.__dict__.get("token"):
-            model.text_encoder.gradient_checkpointing_enable()
+            model.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -483,6 +483,29 @@ def diffusion_loss(model, latents, prompts: list[str], rt: Runtime, args, genera
     return F.mse_loss(pred.float(), noise.float())
 
 
+def optimizer_step(micro_batch_loss, params: list, optimizer, scheduler, scaler, args, step: int) -> float:
+    """One optimiser step over --grad-accum micro-batches (fp16 loss scaling, gradient clipping); returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for _ in range(args.grad_accum):
+        loss = micro_batch_loss()
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at step {step + 1}; lower --lr")
+        loss = loss / args.grad_accum
+        (scaler.scale(loss) if scaler else loss).backward()
+        total += loss.item()
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    return total
+
+
 def render_sample(model, prompt: str, path: Path, args, rt: Runtime, seed: int) -> Path:
     """A quick render with the LoRA active (Euler), saved as PNG."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
@@ -546,33 +569,22 @@ def train(args: argparse.Namespace) -> Path:
 
     bar = tqdm(total=args.max_steps, initial=start, desc=f"train_lora {args.trigger}", unit="step", dynamic_ncols=True)
     step = start
+
+    def micro_batch_loss():
+        nonlocal batches_done
+        batch = stream.next()
+        loss = diffusion_loss(model, batch_latents(batch, model, args.cache_latents, generator),
+                              [it.caption for it in batch], rt, args, generator, prompt_cache)
+        if class_stream:  # prior preservation: the class images keep what the base model knew
+            cbatch = class_stream.next()
+            loss = loss + args.prior_loss_weight * diffusion_loss(
+                model, batch_latents(cbatch, model, args.cache_latents, generator),
+                [it.caption for it in cbatch], rt, args, generator, prompt_cache)
+        batches_done += 1
+        return loss
+
     while step < args.max_steps:
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for _ in range(args.grad_accum):
-            batch = stream.next()
-            loss = diffusion_loss(model, batch_latents(batch, model, args.cache_latents, generator),
-                                  [it.caption for it in batch], rt, args, generator, prompt_cache)
-            if class_stream:
-                cbatch = class_stream.next()
-                closs = diffusion_loss(model, batch_latents(cbatch, model, args.cache_latents, generator),
-                                       [it.caption for it in cbatch], rt, args, generator, prompt_cache)
-                loss = loss + args.prior_loss_weight * closs
-            batches_done += 1
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at step {step + 1}; lower --lr")
-            loss = loss / args.grad_accum
-            (scaler.scale(loss) if scaler else loss).backward()
-            total += loss.item()
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(list(trainable.values()), args.max_grad_norm)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
+        total = optimizer_step(micro_batch_loss, list(trainable.values()), optimizer, scheduler, scaler, args, step)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -580,9 +592,8 @@ def train(args: argparse.Namespace) -> Path:
             path = save_checkpoint(args.out, step, trainable, optimizer, scheduler, scaler, args, batches_done)
             print(f"[train_lora] checkpoint step {step} -> {path}", flush=True)
         if args.sample_every and step % args.sample_every == 0:
-            prompt = args.sample_prompt or items[0].caption
             sample = args.out.with_name(args.out.stem + ".samples") / f"step_{step:06d}.png"
-            render_sample(model, prompt, sample, args, rt, args.seed)
+            render_sample(model, args.sample_prompt or items[0].caption, sample, args, rt, args.seed)
             print(f"[train_lora] sample step {step} -> {sample}", flush=True)
     bar.close()
     save_checkpoint(args.out, step, trainable, optimizer, scheduler, scaler, args, batches_done)
