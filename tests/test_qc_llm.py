@@ -25,10 +25,11 @@ def test_core_valid_and_unparseable_replies(small_profile):
     judge = core_llm.load_llm(tiny_judge_llm_dir(), keep_loaded=False)
     [entry] = qc.judge_batch([clean], small_profile, llm=judge)
     assert entry["llm"]["valid"] and entry["llm"]["verdict"] == JUDGE_ANSWER["verdict"]
-    assert entry["llm"]["reasons"] == JUDGE_ANSWER["reasons"] and entry["llm"]["saw_image"] is False
+    assert entry["llm"]["reasons"] == [] and entry["llm"]["saw_image"] is False
+    assert entry["llm"]["score"] == 20.0  # a reject without a score counts 20
     # veto: measurements pass, the LLM rejects -> reject, score mixes both
     assert entry["technical_score"] > 0 and entry["verdict"] == "reject" and entry["reasons"] == ["llm_reject"]
-    assert entry["score"] == pytest.approx(0.5 * entry["technical_score"] + 0.5 * JUDGE_ANSWER["score"], abs=0.01)
+    assert entry["score"] == pytest.approx(0.5 * entry["technical_score"] + 0.5 * 20.0, abs=0.01)
 
     random_llm = core_llm.load_llm(tiny_llm_dir(), keep_loaded=False)
     [entry] = qc.judge_batch([qc_synth.clean_image(301, 320, 240)], small_profile, llm=random_llm)
