@@ -180,7 +180,7 @@ Each idea line in Whisperer Expand becomes one prompt, one image, one QC verdict
 def line1() -> Workflow:
     return Workflow("line1_prompts", "rezcty line 1: prompts", [
         note(100, (20, 20), NOTE_LINE1),
-        Node(1, "RezctyLLMLoader", (20, 320), "LLM (whisperer)", {
+        Node(1, "RezctyLLMLoader", (20, 350), "LLM (whisperer)", {
             "base_model": "embedded: SmolLM2-135M-Instruct", "adapter": "none", "quantization": "none",
             "keep_loaded": True}),
         Node(2, "RezctyWhispererExpand", (480, 20), "Whisperer Expand", {
@@ -193,7 +193,7 @@ def line1() -> Workflow:
 def line2(custom_vae: bool = False) -> Workflow:
     nodes = [
         note(100, (20, 20), NOTE_LINE2),
-        Node(1, "CheckpointLoaderSimple", (20, 320), "SD 1.5 checkpoint", {"ckpt_name": SD15}),
+        Node(1, "CheckpointLoaderSimple", (20, 350), "SD 1.5 checkpoint", {"ckpt_name": SD15}),
         Node(2, "RezctyDualLoraLoader", (400, 20), "Dual LoRA (style + structure)", {
             "style_lora": "none", "style_strength_model": 0.85, "style_strength_clip": 0.85,
             "structure_lora": "none", "structure_strength_model": 0.55, "structure_strength_clip": 0.55},
@@ -221,7 +221,7 @@ def line3(with_llm: bool = True) -> Workflow:
     llm_links = {"llm": (4, 0)} if with_llm else {}
     nodes = [
         note(100, (20, 20), NOTE_LINE3),
-        Node(1, "LoadImage", (20, 320), "Image to check", {"image": "rezcty_sample.png"}),
+        Node(1, "LoadImage", (20, 350), "Image to check", {"image": "rezcty_sample.png"}),
         Node(2, "RezctyDINOv2Loader", (400, 20), "DINOv2 (the eye)", {
             "model": "embedded: dinov2-small", "device": "auto", "dtype": "auto"}),
         Node(3, "RezctyDINOv2Embed", (400, 200), "DINOv2 Embed", {"pooling": "cls", "use_cache": True, "resolution": 0},
@@ -245,10 +245,10 @@ def line3(with_llm: bool = True) -> Workflow:
 def all_in_one() -> Workflow:
     return Workflow("all_in_one", "rezcty: all in one", [
         note(100, (20, 20), NOTE_ALL),
-        Node(1, "RezctyLLMLoader", (20, 320), "LLM", {
+        Node(1, "RezctyLLMLoader", (20, 350), "LLM", {
             "base_model": "embedded: SmolLM2-135M-Instruct", "adapter": "none", "quantization": "none",
             "keep_loaded": True}),
-        Node(2, "RezctyWhispererExpand", (20, 520), "Whisperer Expand", {
+        Node(2, "RezctyWhispererExpand", (20, 560), "Whisperer Expand", {
             "prompt": "sunrise over mountain", "trigger_words": TRIGGERS, "seed": 42, "temperature": 0.75,
             "top_p": 0.95, "top_k": 50, "max_new_tokens": 96, "keep_within_77": True}, {"llm": (1, 0)}),
         Node(3, "CheckpointLoaderSimple", (480, 20), "SD 1.5 checkpoint", {"ckpt_name": SD15}),
