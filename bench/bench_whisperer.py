@@ -30,9 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=24, help="max_new_tokens per generation")
     ap.add_argument("--reps", type=int, default=5, help="alternating repetitions of each path")
     ap.add_argument("--idea", default="a lighthouse on a cliff")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: no OpenMP spin-waiting, so CPU time is the work itself on a busy machine)")
     args = ap.parse_args(argv)
 
     import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     llm = load_llm("embedded")

@@ -35,8 +35,8 @@ _PREAMBLE = re.compile(
     r"^\s*(?:here(?:'s| is| are)|sure|certainly|of course|okay|ok|absolutely|great|alright|i'?d be happy|"
     r"i can|i will|i'll|let me|below is|this is)\b[^:\n]*?(?::|!|\.(?=\s|$))\s*", re.IGNORECASE)
 _COMMENTARY = re.compile(
-    r"^\s*(?:note|notes|explanation|this prompt|the prompt|i hope|hope this|feel free|let me know|"
-    r"negative prompt|steps|sampler|cfg scale|seed|size|model)\b", re.IGNORECASE)
+    r"^\s*(?:(?:note|notes|explanation|this prompt|the prompt|i hope|hope this|feel free|let me know)\b|"
+    r"(?:negative prompt|steps|sampler|cfg scale|seed|size|model)\s*:)", re.IGNORECASE)
 _REFUSAL = re.compile(r"\b(?:i'?m sorry|i am sorry|i cannot|i can'?t|as an ai|language model|i apologi[sz]e)\b",
                       re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•·]+|\d+[.)]|[a-z][.)])\s+", re.IGNORECASE)

@@ -26,6 +26,7 @@ TRIGGERS = w.parse_triggers("rezcty_style, rezcty_structure")
     ("a lighthouse at dusk, , ,waves on black rocks ,", "a lighthouse at dusk, waves on black rocks"),
     ("a lighthouse at dusk, waves crashing on the", "a lighthouse at dusk, waves crashing"),
     ("'a lighthouse, the keeper's lamp'", "a lighthouse, the keeper's lamp"),
+    ("model train crossing a stone bridge, steam\nSteps: 20, Sampler: Euler", "model train crossing a stone bridge, steam"),
 ])
 def test_clean_generation_one_clean_line(raw, expected):
     assert w.clean_generation(raw) == expected
