@@ -172,3 +172,15 @@ def test_image_embedding_from_dinov2_node_steers_a_trained_adapter(comfy, tiny_b
     # test_whisperer.py checks that); here the embedding from the real DINOv2 node is accepted and used
     dark = run(0x000000)
     assert dark == run(0x000000)
+
+
+def test_embedded_smollm2_expands_distinct_ideas(comfy):
+    ideas = ["a lighthouse on a cliff", "a bowl of ramen"]
+    result = comfy.run(whisper_graph("embedded: SmolLM2-135M-Instruct", "\n".join(ideas), seed=7, max_new_tokens=24))
+    texts = prompts(result)
+    assert len(texts) == 2 and texts[0] != texts[1]
+    shown = result.text("2")[0]
+    for idea, text in zip(ideas, texts):
+        assert text.endswith(", rezcty_style, rezcty_structure") and text.count("rezcty_style") == 1
+        assert text != f"{idea}, {TRIGGERS}" or "FALLBACK" in shown  # a fallback is always announced
+    assert shown.count("FALLBACK") < 2  # the plain embedded model does expand (few-shot examples)
