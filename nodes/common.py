@@ -1,6 +1,7 @@
 """Shared node plumbing: custom types, model folders, folder-model combos, image conversion."""
 from __future__ import annotations
 
+import logging
 import os
 
 import folder_paths
@@ -18,6 +19,33 @@ LLMType = io.Custom("REZCTY_LLM")
 PACK_MODEL_FOLDERS = ("dinov2", "LLM", "rezcty_adapters")
 for _name in PACK_MODEL_FOLDERS:
     folder_paths.add_model_folder_path(_name, os.path.join(folder_paths.models_dir, _name))
+
+
+def _chain_release_on_comfy_unload() -> None:
+    """ComfyUI's `/free` (unload_models) also releases rezcty's DINOv2 and LLM caches.
+
+    Those models are not ComfyUI ModelPatchers, so ComfyUI cannot see them; chaining our release
+    onto `unload_all_models` lets a factory line hand the whole GPU to the next one.
+    """
+    import comfy.model_management as mm
+
+    original = mm.unload_all_models
+    if getattr(original, "_rezcty_chained", False):
+        return
+
+    def unload_all_models(*args, **kwargs):
+        from rezcty_core import llm, vision
+
+        vision.unload_all()
+        llm.unload_all()
+        logging.info("rezcty: released cached DINOv2 and LLM models")
+        return original(*args, **kwargs)
+
+    unload_all_models._rezcty_chained = True
+    mm.unload_all_models = unload_all_models
+
+
+_chain_release_on_comfy_unload()
 
 
 def list_model_dirs(folder: str) -> list[str]:
