@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -162,9 +163,14 @@ def test_node_bad_resolution_is_a_clear_error(comfy, inputs):
 def test_script_reuses_the_node_cache(comfy, inputs, tmp_path):
     cache_dir = comfy.output_dir.joinpath(*CACHE_SUBDIR)
     comfy.run(embed_graph(inputs))  # (cached by ComfyUI or recomputed: either way the files exist)
+    # only this test's images: the shared server's input/ also holds other tests' uploads
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in inputs:
+        shutil.copy2(comfy.input_dir / name, images / name)
     code = ("import sys; from training.precompute_dinov2 import main; rc = main(sys.argv[1:]);"
             "assert 'torch' not in sys.modules, 'torch imported'; raise SystemExit(rc)")
-    res = subprocess.run([sys.executable, "-c", code, "--images", str(comfy.input_dir), "--out", str(tmp_path),
+    res = subprocess.run([sys.executable, "-c", code, "--images", str(images), "--out", str(tmp_path),
                           "--cache", str(cache_dir)], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     lines = [json.loads(x) for x in (tmp_path / "manifest.jsonl").read_text().splitlines()]
