@@ -134,9 +134,16 @@ def count_trigger(text: str, word: str) -> int:
 
 
 def remove_triggers(body: str, triggers: Triggers) -> str:
+    """Drop the model's own copies of the triggers, and a trigger it wrote only in part at the end."""
     for word in sorted(triggers.words, key=len, reverse=True):
         body = _trigger_pattern(word).sub(" ", body)
-    return tidy_separators(body)
+    body = tidy_separators(body)
+    head, _, last = body.rpartition(",")
+    last = last.strip().lower()
+    # "…, rezcty_" is a trigger cut off by max_new_tokens; the whole trigger is appended later anyway
+    if len(last) >= 4 and " " not in last and any(w.lower().startswith(last) for w in triggers.words):
+        body = tidy_separators(head)
+    return body
 
 
 # -- hygiene -----------------------------------------------------------------------------------------

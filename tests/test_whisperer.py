@@ -78,6 +78,17 @@ def test_compose_puts_each_trigger_once_at_the_end():
     assert w.compose("a cat", w.parse_triggers(""))[0] == "a cat"
 
 
+def test_a_trigger_cut_off_mid_word_is_dropped_not_kept_beside_the_full_one():
+    triggers = w.parse_triggers("rezcty_style, rezcty_structure")
+    body = w.remove_triggers("glacier blue crystal armor on a lone knight, rezcty_", triggers)
+    assert body == "glacier blue crystal armor on a lone knight"
+    text, _ = w.compose(body, triggers)
+    assert text == "glacier blue crystal armor on a lone knight, rezcty_style, rezcty_structure"
+    # a real last phrase that only shares letters with a trigger stays
+    assert w.remove_triggers("a knight, red sky", triggers) == "a knight, red sky"
+    assert w.remove_triggers("a knight, rezcty_style", triggers) == "a knight"
+
+
 def test_keep_within_77_cuts_the_body_never_the_triggers():
     body = ", ".join(f"glowing paper lantern number {i}" for i in range(40))
     text, truncated = w.compose(body, TRIGGERS, keep_within_77=True)
