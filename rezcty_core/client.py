@@ -836,21 +836,32 @@ class Batch:
         bar = _progress_bar(len(self.items), len(self.items) - len(todo), self.progress)
         lock = threading.Lock()
         dead: set[str] = set()
+        in_flight = [0]  # items being run by some worker: one may come back if its server dies
+
+        def take() -> Item | None:
+            """The next item; None when the batch is over. Waits while others still hold items."""
+            while not self.stop_all.is_set():
+                with lock:
+                    try:
+                        item = work.get_nowait()
+                    except queue.Empty:
+                        if in_flight[0] == 0:
+                            return None
+                    else:
+                        in_flight[0] += 1
+                        return item
+                time.sleep(0.2)
+            return None
 
         def worker(client: ComfyClient) -> None:
             down_since: float | None = None
-            while not self.stop_all.is_set():
-                try:
-                    item = work.get_nowait()
-                except queue.Empty:
-                    return
+            while (item := take()) is not None:
                 try:
                     self.run_item(client, item)
-                    down_since = None
-                    with lock:
-                        bar.update(1)
                 except ServerUnavailable as e:
-                    work.put(item)  # another server (or this one, once back) takes it
+                    with lock:
+                        work.put(item)  # another server (or this one, once back) takes it
+                        in_flight[0] -= 1
                     down_since = down_since or time.time()
                     self.log(f"[client] {client.url}: {e}")
                     while not client.alive():
@@ -862,6 +873,15 @@ class Batch:
                             return
                         time.sleep(1.0)
                     client.object_info(refresh=True)
+                    continue
+                except BaseException:
+                    with lock:
+                        in_flight[0] -= 1
+                    raise
+                down_since = None
+                with lock:
+                    in_flight[0] -= 1
+                    bar.update(1)
 
         threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in self.clients]
         for t in threads:
