@@ -253,11 +253,17 @@ class StockMetadata:
         return {**asdict(self), "category_name": self.category_name}
 
 
+_PHRASE_STARTS = re.compile(r"\s(?:and|with|while|under|over|near|beside|behind|against|in|on|at|of)\s", re.IGNORECASE)
+
+
 def _cut_words(text: str, limit: int) -> str:
+    """Cut to `limit` at a word; prefer the last phrase boundary in the second half ("…ridges | with a…")."""
     if len(text) <= limit:
         return text
     cut = text[:limit + 1].rsplit(" ", 1)[0] if " " in text[:limit + 1] else text[:limit]
-    return cut[:limit]
+    cut = cut[:limit]
+    starts = [m.start() for m in _PHRASE_STARTS.finditer(cut + " ") if m.start() >= limit // 2]
+    return cut[:starts[-1]] if starts else cut
 
 
 def clean_sentence(text: str, blocklist: Blocklist, limit: int, commas: bool) -> str:
