@@ -11,6 +11,7 @@ from comfy_api.latest import io, ui
 from rezcty_core import ti_embedding
 from rezcty_core.lora_meta import EMBEDDING_WEIGHT_RANGE
 
+from .common import CATEGORY
 from .lora import TRIGGERS_ATTACHMENT
 
 BRIEF_LORA_TRIGGERS = ["rezcty_style", "rezcty_structure"]
@@ -51,7 +52,7 @@ class RezctyEmbeddingBridge(io.ComfyNode):
         return io.Schema(
             node_id="RezctyEmbeddingBridge",
             display_name="Embedding Bridge",
-            category="rezcty/conditioning",
+            category=f"{CATEGORY}/conditioning",
             description="Encodes the prompt with the rezcty_genius textual-inversion embedding blended in at "
                         "`weight` (0 = no embedding, 1 = plain embedding), the 'semantic bridge' between the LoRAs.",
             inputs=[
