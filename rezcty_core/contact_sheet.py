@@ -16,7 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 THUMB = 256
 KEY_MEASUREMENTS = (("megapixels", "MP"), ("blur_sigma_px", "blur px"), ("noise_sigma", "noise"),
-                    ("jpeg_blockiness", "blocks"), ("banding_ratio", "banding"), ("dynamic_range", "range"),
+                    ("jpeg_blockiness", "blocks"), ("jpeg_quality", "JPEG q"), ("banding_ratio", "banding"),
+                    ("channel_range", "range"),
                     ("mean_luma", "luma"), ("brisque", "BRISQUE"))
 COLOURS = {"pass": (46, 160, 67), "reject": (207, 34, 46)}
 

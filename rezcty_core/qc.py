@@ -6,16 +6,22 @@ with the profile's thresholds; `combine_verdicts(...)` folds in the LLM judge (d
 
 Measurements (all in 8-bit levels or pixels of the image as given):
 * resolution: width, height, megapixels, `upscale_needed` (linear factor to reach the profile's minimum)
-* `blur_sigma_px`: Gaussian blur sigma of the sharpest strong edges (gradient ratio at two smoothing
-  scales, so noise does not read as detail); None when the image has no strong edges (a smooth
-  gradient cannot be "out of focus")
+* `blur_sigma_px`: Gaussian blur sigma of the strongest step edges (gradient ratio at two smoothing
+  scales, so noise does not read as detail; a third scale drops texture and lines); None when the image
+  has no step edges (a smooth gradient cannot be "out of focus")
 * `noise_sigma`: luma noise std (Immerkaer residual) in the flattest blocks, so texture does not count
 * exposure: `mean_luma`, `highlight_clip_pct` (pixels blown to white), `shadow_clip_pct` (crushed to black),
   per-channel clipping `clip_high_pct_rgb` / `clip_low_pct_rgb`
-* contrast: `dynamic_range` (luma p99 - p1), `rms_contrast`
+* contrast: `dynamic_range` (luma p99 - p1), `channel_range` (the widest R, G or B p99 - p1: a colourful
+  gradient of one brightness is not flat), `rms_contrast`
 * colour: `color_cast` (grey-world mean chroma offset, YCbCr), `saturated_pct` (HSV saturation > 0.9),
-  `colourfulness` (Hasler-Suesstrunk M; above ~110 reads as over-saturated)
+  `colourfulness` (Hasler-Suesstrunk M; above ~110 reads as "extremely colourful"), `colour_clip_pct`
+  (strong colours with a channel pinned at 255, or at 0 in a bright pixel, outside flat fills: saturation
+  pushed past the gamut)
 * `jpeg_blockiness`: mean step across 8x8 block borders / mean step elsewhere (1.0 = none)
+* `jpeg_quality`: the libjpeg-equivalent quality (1-100) the image was last saved at, estimated from the
+  quantisation steps left in its 8x8 DCT coefficients; None when no quantisation is found (never a JPEG,
+  or saved at about 90+)
 * banding: `banding_ratio` (share of isolated plateau steps that jump >= 2 levels), `banding_edge_pct`
 * `brisque`: BRISQUE score on a copy of at most `brisque_max_megapixels`
 """
@@ -41,12 +47,15 @@ BUILTIN_PROFILE_DIR = DATA_DIR / "qc_profiles"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 _SQRT_2PI = math.sqrt(2 * math.pi)
-BLUR_SCALES = (1.5, 3.0)  # smoothing scales (px) whose gradient ratio gives the blur sigma
-SHARP_AREA = 0.001  # blur = sigma of the sharpest 0.1 % of the frame: some part must be in focus
-EDGE_MIN_GRADIENT = 1.5  # levels/px at the coarse scale: a 30-level step blurred to sigma 5 still counts
-EDGE_RELATIVE = 0.3  # ... and at least 30 % of the image's strongest edge gradients
+BLUR_SCALES = (1.5, 3.0, 6.0)  # smoothing scales (px): two give an edge's blur sigma, the third checks it is a step
+EDGE_MIN_GRADIENT = 0.5  # levels/px at the middle scale: a 15-level step blurred to sigma 5 still counts
+STEP_TOLERANCE = 0.15  # |log| gap allowed between the widest-scale gradient and a blurred step's prediction
+SHARP_TOP_FRACTION, SHARP_TOP_MIN = 0.05, 200  # judge the strongest 5 % of step edges (at least 200 px) ...
+SHARP_PERCENTILE = 10  # ... by the sigma that their sharpest 10 % reach: some strong edges must be in focus
 NOISE_BLOCK_PERCENTILE = 10  # flattest 10 % of 16x16 blocks
-STAT_SAMPLES = 1_000_000  # pixel statistics (exposure, colour) read a strided sample of about this size
+STAT_SAMPLES = 250_000  # pixel statistics (exposure, colour) read a strided sample of about this size
+BANDING_SAMPLES = 1_000_000  # banding reads every n-th line so that about this many pixels are compared
+MEASURE_THREADS = 2  # the costly checks run side by side (numpy and scipy release the GIL)
 
 
 # ---------------------------------------------------------------------------------------- profiles
@@ -126,49 +135,67 @@ def _immerkaer(x: np.ndarray) -> np.ndarray:
 
 
 def measure_blur(luma: np.ndarray) -> dict:
-    """Gaussian blur sigma of the sharpest strong edges, from edge gradients at two smoothing scales.
+    """Gaussian blur sigma of the strongest step edges, from their gradients at three smoothing scales.
 
     A step blurred by sigma has a peak gradient proportional to 1 / sqrt(sigma^2 + s^2) after smoothing
     with scale s, so the ratio R of the gradients at s1 and s2 gives sigma^2 = (s2^2 - R^2 s1^2) / (R^2 - 1)
-    whatever the edge's contrast. Smoothing first keeps noise from reading as detail. The low
-    percentile answers "is anything in focus?": bokeh and soft textures elsewhere are fine.
+    whatever the edge's contrast. Smooth texture, thin lines and gratings follow other laws (their
+    gradients fall faster with s) and would read sharper than they are: the third scale s3 keeps only
+    edge points whose gradient there matches the step's prediction. Of those, the strongest
+    (SHARP_TOP_FRACTION, by contrast) are judged by a low percentile: "is a strong edge in focus?", so
+    bokeh and soft texture elsewhere are fine. Smoothing first keeps noise from reading as detail.
     """
-    s1, s2 = BLUR_SCALES
+    s1, s2, s3 = BLUR_SCALES
     if min(luma.shape) < 16:
         return {"blur_sigma_px": None, "edge_pct": 0.0}
     fine = ndimage.gaussian_filter(luma, s1, truncate=2.5)
     coarse = ndimage.gaussian_filter(fine, math.sqrt(s2 * s2 - s1 * s1), truncate=2.5)
-
-    def grad(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        gx = (x[1:-1, 2:] - x[1:-1, :-2]) * 0.5
-        gy = (x[2:, 1:-1] - x[:-2, 1:-1]) * 0.5
-        return np.sqrt(gx * gx + gy * gy), gx, gy
-
-    g1 = grad(fine)[0]
-    g2, gx, gy = grad(coarse)
-    # edge centres only: the coarse gradient peaks across the edge (horizontal or vertical neighbours)
-    horiz = np.abs(gx) >= np.abs(gy)
-    peak = np.zeros_like(horiz)
+    # the widest scale on a 2x decimated copy: smoothing at s2 already removed what decimation would alias
+    wide = ndimage.gaussian_filter(coarse[::2, ::2], math.sqrt(s3 * s3 - s2 * s2) / 2, truncate=2.5)
+    gx = (coarse[1:-1, 2:] - coarse[1:-1, :-2]) * 0.5
+    gy = (coarse[2:, 1:-1] - coarse[:-2, 1:-1]) * 0.5
+    g2 = np.sqrt(gx * gx + gy * gy)
+    # edge centres only: the gradient peaks across the edge (horizontal or vertical neighbours)
+    horiz = np.abs(gx[1:-1, 1:-1]) >= np.abs(gy[1:-1, 1:-1])
     core = g2[1:-1, 1:-1]
-    peak[1:-1, 1:-1] = np.where(horiz[1:-1, 1:-1], (core >= g2[1:-1, :-2]) & (core >= g2[1:-1, 2:]),
-                                (core >= g2[:-2, 1:-1]) & (core >= g2[2:, 1:-1]))
-    peaks = g2[peak]
-    # strong edges relative to the image's own strongest ones, so soft texture never stands in for an edge
-    floor = max(EDGE_MIN_GRADIENT, EDGE_RELATIVE * float(np.percentile(peaks, 99.5))) if peaks.size else 0.0
-    edges = peak & (g2 >= floor)
-    ratio2 = (g1[edges] / g2[edges]) ** 2
-    # a blurred step never has a ratio above s2/s1; more means a thin line or fine texture, not an edge
-    ratio2 = ratio2[ratio2 <= 1.1 * (s2 / s1) ** 2]
-    count = int(ratio2.size)
+    peak = np.where(horiz, (core >= g2[1:-1, :-2]) & (core >= g2[1:-1, 2:]),
+                    (core >= g2[:-2, 1:-1]) & (core >= g2[2:, 1:-1])) & (core >= EDGE_MIN_GRADIENT)
+    ys, xs = np.nonzero(peak)
+    strength = core[ys, xs]
+    ys, xs = ys + 2, xs + 2  # image coordinates
+    g1 = 0.5 * np.hypot(fine[ys, xs + 1] - fine[ys, xs - 1], fine[ys + 1, xs] - fine[ys - 1, xs])
+    hy = np.clip((ys + 1) // 2, 1, wide.shape[0] - 2)
+    hx = np.clip((xs + 1) // 2, 1, wide.shape[1] - 2)
+    g3 = 0.25 * np.hypot(wide[hy, hx + 1] - wide[hy, hx - 1], wide[hy + 1, hx] - wide[hy - 1, hx])
+    r2 = (g1 / strength) ** 2
+    plausible = r2 <= 1.1 * (s2 / s1) ** 2  # a blurred step never has a ratio above s2/s1
+    r2 = np.maximum(r2, 1.0 + 1e-6)
+    var = np.maximum((s2 * s2 - r2 * s1 * s1) / (r2 - 1.0), 0.0)
+    predicted = np.sqrt((var + s3 * s3) / (var + s2 * s2))
+    step = plausible & (g3 > 0) & (np.abs(np.log(strength / np.maximum(g3, 1e-6) / predicted)) < STEP_TOLERANCE)
+    count = int(step.sum())
     edge_pct = round(100.0 * count / luma.size, 4)
     if count < 50:
         return {"blur_sigma_px": None, "edge_pct": edge_pct}
-    r2 = np.maximum(ratio2, 1.0 + 1e-6)
-    sigmas = np.sqrt(np.maximum((s2 * s2 - r2 * s1 * s1) / (r2 - 1.0), 0.0))
-    # the sharpest SHARP_AREA of the frame (or the sharpest tenth of few edges) must be in focus
-    k = min(max(1, int(SHARP_AREA * luma.size)), max(1, count // 10))
-    sigma = float(np.partition(sigmas, k - 1)[k - 1])
+    sigmas, strength = np.sqrt(var[step]), strength[step]
+    top = min(count, max(SHARP_TOP_MIN, int(SHARP_TOP_FRACTION * count)))
+    strongest = np.argpartition(-strength, top - 1)[:top]
+    sigma = float(np.percentile(sigmas[strongest], SHARP_PERCENTILE))
     return {"blur_sigma_px": round(min(sigma, 99.0), 3), "edge_pct": edge_pct}
+
+
+def _measure_blur_any(rgb: np.ndarray, luma: np.ndarray) -> dict:
+    """Blur on the luma; where the luma has no step edges (shapes of one brightness in other hues), on the
+    colour channel with the widest spread instead."""
+    found = measure_blur(luma)
+    if found["blur_sigma_px"] is None and min(luma.shape) >= 16:
+        step = _sample_step(luma.size, STAT_SAMPLES)
+        sample = rgb[::step, ::step].reshape(-1, 3)
+        channel = int(np.argmax(sample.max(axis=0).astype(np.int16) - sample.min(axis=0)))
+        other = measure_blur(rgb[..., channel].astype(np.float32))
+        if other["blur_sigma_px"] is not None:
+            found = {**other, "blur_channel": "RGB"[channel]}
+    return found
 
 
 def measure_noise(luma: np.ndarray) -> dict:
@@ -184,22 +211,31 @@ def measure_noise(luma: np.ndarray) -> dict:
     return {"noise_sigma": round(sigma, 3)}
 
 
+def _percentiles_u8(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """Percentiles of 0-255 values read off a 256-bin histogram (integer levels; no sort)."""
+    hist = np.bincount(np.clip(values + 0.5, 0, 255).astype(np.uint8).ravel(), minlength=256)
+    cdf = np.cumsum(hist) / max(int(hist.sum()), 1)
+    return [float(np.searchsorted(cdf, q / 100.0 - 1e-12)) for q in qs]
+
+
 def measure_exposure(rgb: np.ndarray, luma: np.ndarray) -> dict:
     lo, hi = rgb.min(axis=2), rgb.max(axis=2)
-    p1, p99 = np.percentile(luma, [1, 99])
+    p1, p99 = _percentiles_u8(luma, (1, 99))
     return {
         "mean_luma": round(float(luma.mean()), 2),
         "highlight_clip_pct": round(100.0 * float((lo >= 250).mean()), 3),
         "shadow_clip_pct": round(100.0 * float((hi <= 5).mean()), 3),
         "clip_high_pct_rgb": [round(100.0 * float((rgb[..., c] == 255).mean()), 3) for c in range(3)],
         "clip_low_pct_rgb": [round(100.0 * float((rgb[..., c] == 0).mean()), 3) for c in range(3)],
-        "dynamic_range": round(float(p99 - p1), 2),
+        "dynamic_range": round(p99 - p1, 2),
+        "channel_range": round(max(hi_ - lo_ for lo_, hi_ in
+                                   (_percentiles_u8(rgb[..., c], (1, 99)) for c in range(3))), 2),
         "rms_contrast": round(float(luma.std()), 2),
     }
 
 
 def measure_colour(rgb: np.ndarray) -> dict:
-    step = _sample_step(rgb.shape[0] * rgb.shape[1])  # global statistics: ~1 MP of samples is plenty
+    step = _sample_step(rgb.shape[0] * rgb.shape[1], STAT_SAMPLES)  # global statistics: a sample is plenty
     f = rgb[::step, ::step].astype(np.float32)
     cb = -0.168736 * f[..., 0] - 0.331264 * f[..., 1] + 0.5 * f[..., 2]
     cr = 0.5 * f[..., 0] - 0.418688 * f[..., 1] - 0.081312 * f[..., 2]
@@ -208,28 +244,112 @@ def measure_colour(rgb: np.ndarray) -> dict:
     vivid = (sat > 0.9) & (hi > 90)
     rg, yb = f[..., 0] - f[..., 1], 0.5 * (f[..., 0] + f[..., 1]) - f[..., 2]
     colourfulness = math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean())  # Hasler-Suesstrunk
+    # saturation pushed past the gamut: strong colours with a channel pinned at 255, or at 0 in a bright pixel
+    # (a 0 in deep shadow is normal), where the pixel is not part of a flat fill (texture survives in the
+    # other channels, the pinned one has lost it); and any pixel at a corner of the gamut (one channel 255,
+    # another 0: fully saturated at full value), flat or not
+    u8 = rgb[::step, ::step]
+    pinned = ((hi >= 255) | ((lo <= 0) & (hi >= 160))) & (hi - lo > 60)
+    varies = (hi >= 255) & (lo <= 0)
+    varies[:, :-1] |= (u8[:, 1:] != u8[:, :-1]).any(axis=2)
     return {"color_cast": round(float(math.hypot(cb.mean(), cr.mean())), 2),
-            "saturated_pct": round(100.0 * float(vivid.mean()), 3), "colourfulness": round(float(colourfulness), 2)}
+            "saturated_pct": round(100.0 * float(vivid.mean()), 3), "colourfulness": round(float(colourfulness), 2),
+            "colour_clip_pct": round(100.0 * float((pinned & varies).mean()), 3)}
 
 
-def measure_blockiness(luma: np.ndarray) -> dict:
-    """JPEG 8x8 grid (aligned at the top-left, as a decoded JPEG is): border step / inner step."""
-    ratios = []
+# JPEG's standard luminance quantisation table (ITU-T T.81 Annex K), natural order; libjpeg scales it by quality
+_JPEG_LUMA_TABLE = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64).reshape(8, 8)
+JPEG_PROBES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1))  # low AC frequencies: most non-zero samples
+JPEG_MIN_SAMPLES = 50  # coefficients beyond half a candidate step needed before its periodicity counts
+JPEG_MIN_PERIODICITY = 0.6  # mean cos(2 pi c / step): 1 = every coefficient on a multiple of the step, ~0 = none
+JPEG_MIN_PROBES = 4  # coefficient positions that must show a step, agreeing on one table scale
+_k = np.arange(8)
+_DCT8 = (np.where(_k[:, None] == 0, math.sqrt(1 / 8), 0.5)
+         * np.cos((2 * _k[None, :] + 1) * _k[:, None] * math.pi / 16)).astype(np.float32)  # orthonormal DCT-II
+_HIST_BIN = 0.25
+_HIST_CENTRES = (np.arange(1024) + 0.5) * _HIST_BIN  # |coefficient| 0-256
+_STEPS = np.arange(3, 101, dtype=np.float64)  # candidate quantisation steps
+_STEP_MASK = _HIST_CENTRES[None, :] > _STEPS[:, None] / 2
+_STEP_COS = np.where(_STEP_MASK, np.cos(2 * math.pi * _HIST_CENTRES[None, :] / _STEPS[:, None]), 0.0)
+
+
+def _block_phases(luma: np.ndarray) -> list[np.ndarray | None]:
+    """Mean |step| between neighbours by position mod 8, per axis (x, y); phase 7 = across 8k+7 | 8k+8."""
+    out: list[np.ndarray | None] = []
     for axis in (1, 0):
-        d = np.abs(np.diff(luma, axis=axis))
-        if d.shape[axis] < 16:
+        if luma.shape[axis] < 17:
+            out.append(None)
             continue
-        per_line = d.mean(axis=1 - axis)
+        per_line = np.abs(np.diff(luma, axis=axis)).mean(axis=1 - axis)
         n = (per_line.size // 8) * 8
-        phases = per_line[:n].reshape(-1, 8).mean(axis=0)  # phase 7 = step between pixel 8k+7 and 8k+8
-        inner = float(phases[:7].mean())
-        ratios.append((float(phases[7]) + 0.3) / (inner + 0.3))  # +0.3: near-flat images stay near 1
-    return {"jpeg_blockiness": round(float(np.mean(ratios)) if ratios else 1.0, 4)}
+        out.append(per_line[:n].reshape(-1, 8).mean(axis=0))
+    return out
+
+
+def _quantisation_steps(luma: np.ndarray, oy: int, ox: int) -> list[tuple[int, int, int, float]]:
+    """(u, v, step, periodicity) of each probe coefficient over the 8x8 blocks starting at (oy, ox)."""
+    h, w = luma.shape
+    nby, nbx = (h - oy) // 8, (w - ox) // 8
+    if nby < 2 or nbx < 2:
+        return []
+    blocks = luma[oy:oy + 8 * nby, ox:ox + 8 * nbx].reshape(nby, 8, nbx, 8)
+    basis = _DCT8[:3]
+    coeffs = np.tensordot(np.tensordot(basis, blocks, axes=([1], [1])), basis, axes=([3], [1]))  # (u, by, bx, v)
+    out = []
+    for u, v in JPEG_PROBES:
+        mags = np.abs(coeffs[u, :, :, v]).ravel() / _HIST_BIN
+        hist = np.bincount(np.minimum(mags.astype(np.int64), _HIST_CENTRES.size),
+                           minlength=_HIST_CENTRES.size + 1)[:_HIST_CENTRES.size].astype(np.float64)
+        counts = _STEP_MASK @ hist
+        score = np.where(counts >= JPEG_MIN_SAMPLES, (_STEP_COS @ hist) / np.maximum(counts, 1.0), -1.0)
+        k = int(np.argmax(score))
+        out.append((u, v, int(_STEPS[k]), float(score[k])))
+    return out
+
+
+def _quality_from_steps(steps: list[tuple[int, int, int, float]]) -> tuple[float | None, int]:
+    """libjpeg quality whose scaled table best explains the steps found; (None, n) unless enough agree."""
+    scales = [100.0 * q / _JPEG_LUMA_TABLE[u, v] for u, v, q, score in steps if score >= JPEG_MIN_PERIODICITY]
+    if len(scales) < JPEG_MIN_PROBES:
+        return None, len(scales)
+    scale = float(np.median(scales))
+    agree = sum(abs(x - scale) <= 0.35 * scale + 100.0 / 16 for x in scales)  # +1 step of rounding on small steps
+    if agree < JPEG_MIN_PROBES:
+        return None, agree
+    quality = 5000.0 / scale if scale >= 100 else (200.0 - scale) / 2
+    return float(min(max(quality, 1.0), 100.0)), agree
+
+
+def measure_jpeg(luma: np.ndarray) -> dict:
+    """JPEG damage: `jpeg_blockiness` (border step / inner step on the 8x8 grid, 1.0 = none) and `jpeg_quality`.
+
+    A decoded JPEG keeps each 8x8 block's DCT coefficients on multiples of its quantisation table: the
+    periodicity of a few low-frequency coefficients gives the steps, and libjpeg's table scaling turns them
+    into the quality the file was saved at. The grid is tried where a decoded JPEG has it (top-left) and
+    where the strongest block-border steps are (a cropped JPEG).
+    """
+    phases = _block_phases(luma)
+    ratios = [(float(p[7]) + 0.3) / (float(p[:7].mean()) + 0.3) for p in phases if p is not None]  # +0.3: flat ~1
+    offsets = [(0, 0)]
+    if all(p is not None for p in phases):
+        shifted = ((int(np.argmax(phases[1])) + 1) % 8, (int(np.argmax(phases[0])) + 1) % 8)
+        if shifted != (0, 0):
+            offsets.append(shifted)
+    best: tuple[float | None, int] = (None, -1)
+    for oy, ox in offsets:
+        found = _quality_from_steps(_quantisation_steps(luma, oy, ox))
+        if (found[0] is not None, found[1]) > (best[0] is not None, best[1]):
+            best = found
+    return {"jpeg_blockiness": round(float(np.mean(ratios)) if ratios else 1.0, 4),
+            "jpeg_quality": None if best[0] is None else round(best[0], 1)}
 
 
 def measure_banding(rgb: np.ndarray) -> dict:
     """Posterised gradients: steps between flat plateaus (>= 3 px each side) that jump >= 2 levels."""
-    step = _sample_step(rgb.shape[0] * rgb.shape[1], 2_000_000)
+    step = _sample_step(rgb.shape[0] * rgb.shape[1], BANDING_SAMPLES)
     one = big = 0
     for axis in (1, 0):
         view = rgb[::step, :, :] if axis == 1 else rgb[:, ::step, :]
@@ -259,28 +379,49 @@ def measure_brisque(rgb: np.ndarray, max_megapixels: float = 0.5) -> dict:
     h, w = rgb.shape[:2]
     factor = max(1, math.ceil(math.sqrt(h * w / (max_megapixels * 1e6))))
     small = rgb
-    if factor > 1:
-        hh, ww = (h // factor) * factor, (w // factor) * factor
-        small = rgb[:hh, :ww].reshape(hh // factor, factor, ww // factor, factor, 3).mean(axis=(1, 3))
-        small = np.round(small).astype(np.uint8)
+    if factor > 1:  # box-average factor x factor pixels (PIL's reduce: C speed, no float copy of the frame)
+        from PIL import Image
+
+        small = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).reduce(factor))
     return {"brisque": round(_brisque.brisque_score(small), 2)}
 
 
-def measure(rgb: np.ndarray, min_pixels: int = 4_000_000, brisque_max_megapixels: float = 0.5) -> dict[str, Any]:
-    """All technical measurements of one uint8 HxWx3 image (see the module docstring)."""
+_POOL: Any = None
+
+
+def _pool() -> Any:
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=MEASURE_THREADS, thread_name_prefix="rezcty-qc")
+    return _POOL
+
+
+def measure(rgb: np.ndarray, min_pixels: int = 4_000_000, brisque_max_megapixels: float = 0.5,
+            threads: int | None = None) -> dict[str, Any]:
+    """All technical measurements of one uint8 HxWx3 image (see the module docstring).
+
+    With `threads` > 1 (default MEASURE_THREADS) the blur measurement, the costliest, runs beside the rest.
+    """
     rgb = _as_rgb(rgb)
     h, w = rgb.shape[:2]
     luma = rgb.astype(np.float32) @ _LUMA
     m: dict[str, Any] = {"width": int(w), "height": int(h), "megapixels": round(w * h / 1e6, 3),
                          "upscale_needed": round(max(1.0, math.sqrt(min_pixels / (w * h))), 3)}
-    m.update(measure_blur(luma))
+    parallel = (threads if threads is not None else MEASURE_THREADS) > 1 and h * w >= 250_000
+    blur = _pool().submit(_measure_blur_any, rgb, luma) if parallel else None
+    if blur is None:
+        m.update(_measure_blur_any(rgb, luma))
     m.update(measure_noise(luma))
     step = _sample_step(h * w, STAT_SAMPLES)
     m.update(measure_exposure(rgb[::step, ::step], luma[::step, ::step]))
     m.update(measure_colour(rgb[::step, ::step]))
-    m.update(measure_blockiness(luma))
+    m.update(measure_jpeg(luma))
     m.update(measure_banding(rgb))
     m.update(measure_brisque(rgb, brisque_max_megapixels))
+    if blur is not None:
+        m.update(blur.result())
     return m
 
 
@@ -353,8 +494,8 @@ def combine_verdicts(technical_reasons: list[str], technical_score_: float, llm:
 
 # ------------------------------------------------------------------------------------ the LLM judge
 LLM_TEXT_KEYS = ("width", "height", "megapixels", "upscale_needed", "blur_sigma_px", "noise_sigma", "mean_luma",
-                 "highlight_clip_pct", "shadow_clip_pct", "dynamic_range", "color_cast", "colourfulness",
-                 "jpeg_blockiness", "banding_ratio", "brisque")
+                 "highlight_clip_pct", "shadow_clip_pct", "dynamic_range", "channel_range", "color_cast", "colourfulness",
+                 "colour_clip_pct", "jpeg_blockiness", "jpeg_quality", "banding_ratio", "brisque")
 
 
 def measurements_text(measurements: dict, failed: list[dict]) -> str:

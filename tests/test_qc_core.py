@@ -198,3 +198,65 @@ def test_contact_sheet_html_and_png(tmp_path, small_profile):
     assert "data:image/jpeg;base64," in text
     with Image.open(png_path) as im:
         assert im.width >= 2 * contact_sheet.THUMB and im.mode == "RGB"
+
+
+# -- JPEG quality from the quantisation left in the pixels ------------------------------------------
+
+@pytest.mark.parametrize("quality", [10, 30, 50, 75])
+def test_jpeg_quality_is_read_back_from_the_pixels(quality):
+    clean = qc_synth.clean_image(105, 640, 480)
+    luma = qc_synth.inject(clean, "jpeg", quality).astype(np.float32) @ qc._LUMA
+    assert qc.measure_jpeg(luma)["jpeg_quality"] == pytest.approx(quality, abs=3)
+    # a JPEG cropped off its 8x8 grid (3 rows, 5 columns) is found at the shifted grid
+    assert qc.measure_jpeg(luma[3:, 5:])["jpeg_quality"] == pytest.approx(quality, abs=3)
+
+
+def test_jpeg_quality_is_none_without_quantisation(profile):
+    for seed in (105, 106, 107):  # includes a grating (seed % 4 == 3), whose coefficients are regular
+        clean = qc_synth.clean_image(seed, 640, 480)
+        assert qc.measure_jpeg(clean.astype(np.float32) @ qc._LUMA)["jpeg_quality"] is None
+        q95 = qc_synth.inject(clean, "jpeg", 95)
+        assert qc.measure_jpeg(q95.astype(np.float32) @ qc._LUMA)["jpeg_quality"] is None
+    for name in ("china.jpg", "flower.jpg"):  # real camera JPEGs saved near quality 95
+        m = qc.measure(np.asarray(photo(name)))
+        assert m["jpeg_quality"] is None or m["jpeg_quality"] >= 85, name
+    low = qc_synth.inject(qc_synth.clean_image(105, 640, 480), "jpeg", 30)
+    assert "jpeg_artifacts" in reasons(low, profile)
+
+
+def test_threaded_and_serial_measurements_agree():
+    img = qc_synth.clean_image(108, 1024, 768)
+    assert qc.measure(img, threads=1) == qc.measure(img, threads=2)
+
+
+def test_colourful_gradient_of_one_brightness_is_not_flat_and_its_blur_is_seen(small_profile):
+    """Purple to green at one luma: not low contrast; iso-luminant shapes on it still show blur."""
+    h, w = 480, 640
+    t = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :, None]
+    purple, green = np.array([170, 90, 200], np.float32), np.array([110, 150, 80], np.float32)
+    img = np.repeat(purple + (green - purple) * t, h, axis=0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for cx, cy, r, colour in ((180, 200, 70, (60, 140, 230)), (450, 300, 90, (230, 80, 120))):
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = colour
+    from scipy import ndimage
+
+    img = np.clip(np.round(ndimage.gaussian_filter(img, (0.6, 0.6, 0))), 0, 255).astype(np.uint8)
+    m = qc.measure_with_profile(img, small_profile)
+    assert m["dynamic_range"] < 45 < m["channel_range"]
+    assert reasons(img, small_profile) == []
+    assert "low_contrast" in reasons(qc_synth.inject(img, "contrast", 0.2), small_profile)
+    blurred = qc.measure_with_profile(qc_synth.inject(img, "blur", 4.0), small_profile)
+    assert blurred["blur_sigma_px"] > small_profile["checks"]["blur"]["max"]
+
+
+def test_oversaturation_is_gamut_clipping_not_vivid_colour(small_profile):
+    vivid = qc_synth.clean_image(27, 1024, 768)  # magenta and red shapes on green: very colourful, not clipped
+    m = qc.measure_with_profile(vivid, small_profile)
+    assert m["colourfulness"] > 110 and m["colour_clip_pct"] < 1.0
+    assert "oversaturated" not in reasons(vivid, small_profile)
+    for seed in (108, 109):
+        clean = qc_synth.clean_image(seed, 1024, 768)
+        boosted = qc_synth.inject(clean, "saturation", 3.5)
+        assert "oversaturated" in reasons(boosted, small_profile)
+        assert (qc.measure_with_profile(boosted, small_profile)["colour_clip_pct"]
+                > qc.measure_with_profile(clean, small_profile)["colour_clip_pct"] + 1.0)
