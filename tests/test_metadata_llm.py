@@ -1,21 +1,32 @@
-"""The judge-LLM path of the Metadata Writer with a real tiny transformers model (no mocks).
+"""The judge-LLM path of the Metadata Writer with real tiny transformers models (no mocks).
 
-The untrained tiny Llama of `fixtures/tiny_llm.py` answers garbage: the writer must go through
-`LoadedLLM.generate_json`, see no valid reply, and fall back to the offline extractor with a
-warning, the rules layer still running last. (A reply that passes validation is exercised by the
-rules-layer tests in test_metadata_core.py with the same `Draft` the LLM path builds.)
+Two models go through `LoadedLLM.generate_json`:
+- the untrained tiny Llama of `fixtures/tiny_llm.py` answers garbage: the writer sees no valid reply
+  and falls back to the offline extractor with a warning, the rules layer still running last;
+- the tiny Llama of `fixtures/tiny_judge_llm.py` overfitted to answer METADATA_ANSWER, a reply that
+  passes `validate_metadata_reply` but carries a brand ("nike"), a trigger ("rezcty_style") and too
+  few keywords: its draft is used (source "llm ...") and the rules layer cleans it, in the core and
+  through the real ComfyUI server (LLM Loader -> Metadata Writer -> CSV row and sidecar).
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from fixtures.tiny_judge_llm import METADATA_ANSWER, METADATA_PROMPTS, tiny_metadata_llm_dir
 from fixtures.tiny_llm import tiny_llm_dir
+from test_metadata import writer_graph
 
+from harness import link_model
 from rezcty_core import llm as core_llm
-from rezcty_core import metadata
+from rezcty_core import metadata, stock_csv
 from rezcty_core.blocklists import load_blocklist
 
 PROMPT = "white sneakers on a wooden bench, rezcty_style"
+# the trained answer after the rules layer: brand and trigger gone, the LLM's own words first
+LLM_TITLE = "Sneakers on a bench"
+LLM_KEYWORDS = ["sneakers", "bench", "wood"]
 
 
 def test_untrained_llm_falls_back_to_the_extractor():
@@ -42,3 +53,58 @@ def test_judge_reply_schema():
         metadata.validate_metadata_reply({"verdict": "pass", "title": "Lake", "keywords": ["lake"]})
     with pytest.raises(ValueError, match="verdict"):
         metadata.validate_metadata_reply({"title": "Lake", "keywords": ["lake", "calm", "water"]})
+
+
+def assert_cleaned_llm_metadata(title: str, description: str, kws: list[str]) -> None:
+    """The trained reply after the rules layer: the LLM's words kept, its brand and trigger gone."""
+    assert title == LLM_TITLE
+    assert kws[:3] == LLM_KEYWORDS
+    everything = " ".join([title, description, *kws]).lower()
+    assert "nike" not in everything and "rezcty" not in everything and "_" not in everything
+    # the LLM gave 5 keywords (2 of them forbidden): the fallback fills up to Adobe's 15..49, unique, lower case
+    assert metadata.KEYWORDS_MIN <= len(kws) <= metadata.KEYWORDS_MAX
+    assert len(set(kws)) == len(kws) and all(k == k.lower() for k in kws)
+    assert "lake" in kws  # from the deterministic fallback (the prompt), not from the LLM
+
+
+def test_trained_llm_reply_is_used_and_cleaned_by_the_rules():
+    llm = core_llm.load_llm(tiny_metadata_llm_dir(), keep_loaded=False)
+    prompt, colour = METADATA_PROMPTS[1]  # "a calm lake at dawn, pine trees, mist": nothing like the answer
+    pixels = np.full((64, 96, 3), colour, np.uint8)
+    clean = metadata.clean_prompt(prompt + ", rezcty_style")
+    facts = metadata.describe_image(pixels)
+    draft = metadata.llm_draft(llm, clean, facts, seed=3, retries=0)
+    assert draft.source.startswith("llm") and draft.source == "llm (1 attempt)"
+    assert draft.notes == []
+    assert draft.title == METADATA_ANSWER["title"]
+    assert draft.keywords == [k.strip() for k in METADATA_ANSWER["keywords"].split(",")]
+    fallback = metadata.deterministic_draft(clean, facts)
+    meta = metadata.apply_rules(draft, clean, facts, load_blocklist(), fallback=fallback)
+    assert meta.source == draft.source
+    assert_cleaned_llm_metadata(meta.title, meta.description, meta.keywords)
+    # the LLM wrote no description: the fallback's, cleaned
+    assert "lake" in meta.description.lower() and meta.description.endswith(".")
+    assert not any("LLM reply unusable" in w for w in meta.warnings)
+    assert 0 < len(meta.title) <= metadata.TITLE_MAX and "," not in meta.title
+
+
+def test_trained_llm_through_the_server(comfy):
+    name = link_model(comfy, "LLM", tiny_metadata_llm_dir(), "tiny-metadata-judge")
+    prompt = "a calm lake at dawn, pine trees, mist, rezcty_style"
+    graph = writer_graph(prompt, prefix="llm/", csv_name="llm.csv", color=0x3C7850, extra={"llm": ["llm", 0]})
+    graph["llm"] = {"class_type": "RezctyLLMLoader", "inputs": {"base_model": name, "adapter": "none",
+                                                                 "quantization": "none", "keep_loaded": False}}
+    result = comfy.run(graph)
+    [entry] = json.loads(result.text("9")[0])
+    assert entry["error"] is None
+    assert entry["source"] == "llm (1 attempt)"
+    assert_cleaned_llm_metadata(entry["title"], entry["description"], entry["keywords"])
+    assert f"{LLM_TITLE} [" in result.ui("2")["text"][0] and "llm (1 attempt)" in result.ui("2")["text"][0]
+    # the CSV row Adobe gets is the cleaned LLM draft
+    [row] = stock_csv.read_rows(comfy.output_dir / "llm.csv")
+    assert row["Filename"] == entry["filename"] and row["Title"] == LLM_TITLE
+    assert row["Keywords"] == ", ".join(entry["keywords"]) and "nike" not in row["Keywords"]
+    # the sidecar records which LLM wrote it
+    sidecar = json.loads(comfy.output_file(entry).with_suffix(".json").read_text())
+    assert sidecar["source"] == "llm (1 attempt)" and sidecar["reproducibility"]["llm"]["adapter"] is None
+    assert sidecar["reproducibility"]["llm"]["base"]
