@@ -84,6 +84,35 @@ def calibrate(n_clean: int, n_big: int) -> bool:
     return ok
 
 
+REAL_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "clock_motion.png", "coffee.png", "coins.png",
+               "grass.png", "gravel.png", "hubble_deep_field.jpg", "moon.png", "motorcycle_left.png", "rocket.jpg")
+
+
+def real_photos() -> None:
+    """Photographs bundled with scikit-image (a dev requirement): verdicts with the resolution check off.
+    No target: a few are technically poor on purpose (clock_motion is motion-blurred, moon is blocky)."""
+    try:
+        import skimage
+    except ImportError:
+        print("real photos: scikit-image not installed (it comes with requirements-dev.txt)")
+        return
+    from PIL import Image
+
+    profile = qc.load_profile("adobe_stock")
+    profile["checks"]["resolution_min"]["enabled"] = False
+    folder = Path(skimage.__file__).parent / "data"
+    print("real photos (scikit-image data, resolution check off):")
+    for name in REAL_PHOTOS:
+        if not (folder / name).is_file():
+            continue
+        with Image.open(folder / name) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        m = qc.measure_with_profile(rgb, profile)
+        verdict = qc.unique_codes(qc.failed_checks(m, profile)) or "pass"
+        print(f"  {name:<22} {rgb.shape[1]}x{rgb.shape[0]:<5} {verdict}  (blur {m['blur_sigma_px']}, noise "
+              f"{m['noise_sigma']}, JPEG q {m['jpeg_quality']}, blockiness {m['jpeg_blockiness']})")
+
+
 def package_brisque_score(rgb: np.ndarray) -> float:
     """The `brisque` package alone (its own features; flattened only where numpy >= 2.4 breaks it)."""
     warnings.filterwarnings("ignore")
@@ -146,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-speed", action="store_true")
     args = ap.parse_args(argv)
     ok = calibrate(args.clean, args.big)
+    real_photos()
     if not args.no_speed:
         speed()
     return 0 if ok else 1

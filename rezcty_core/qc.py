@@ -9,7 +9,8 @@ Measurements (all in 8-bit levels or pixels of the image as given):
 * `blur_sigma_px`: Gaussian blur sigma of the strongest step edges (gradient ratio at two smoothing
   scales, so noise does not read as detail; a third scale drops texture and lines); None when the image
   has no step edges (a smooth gradient cannot be "out of focus")
-* `noise_sigma`: luma noise std (Immerkaer residual) in the flattest blocks, so texture does not count
+* `noise_sigma`: luma noise std (Immerkaer residual) in the flattest blocks, discounted when the residual does
+  not halve at half resolution (fine texture such as grass, not grain); `noise_scale_ratio` is that test
 * exposure: `mean_luma`, `highlight_clip_pct` (pixels blown to white), `shadow_clip_pct` (crushed to black),
   per-channel clipping `clip_high_pct_rgb` / `clip_low_pct_rgb`
 * contrast: `dynamic_range` (luma p99 - p1), `channel_range` (the widest R, G or B p99 - p1: a colourful
@@ -53,6 +54,8 @@ STEP_TOLERANCE = 0.15  # |log| gap allowed between the widest-scale gradient and
 SHARP_TOP_FRACTION, SHARP_TOP_MIN = 0.05, 200  # judge the strongest 5 % of step edges (at least 200 px) ...
 SHARP_PERCENTILE = 10  # ... by the sigma that their sharpest 10 % reach: some strong edges must be in focus
 NOISE_BLOCK_PERCENTILE = 10  # flattest 10 % of 16x16 blocks
+NOISE_WHITE_RATIO = 0.65  # half-resolution / full-resolution residual up to which the grain counts in full as noise
+NOISE_TEXTURE_MIN = 0.5  # below this raw sigma the texture test is skipped (nothing to discount)
 STAT_SAMPLES = 250_000  # pixel statistics (exposure, colour) read a strided sample of about this size
 BANDING_SAMPLES = 1_000_000  # banding reads every n-th line so that about this many pixels are compared
 MEASURE_THREADS = 2  # the costly checks run side by side (numpy and scipy release the GIL)
@@ -105,6 +108,10 @@ def load_profile(name: str, extra: list[str | Path] | None = None, _seen: tuple 
         if check.get("code") not in REASON_CODES or "measure" not in check or not ({"min", "max"} & set(check)):
             raise ProfileError(f"{path}: check '{key}' needs a known 'code' ({', '.join(REASON_CODES)}), "
                                f"a 'measure' and a 'min' or 'max'")
+        when = check.get("when")
+        if when is not None and (not isinstance(when, dict) or "measure" not in when or not ({"min", "max"} & set(when))):
+            raise ProfileError(f"{path}: check '{key}': 'when' needs a 'measure' and a 'min' or 'max' "
+                               f"(the check applies only while that measurement is in range)")
     data["name"], data["path"] = name, str(path)
     return data
 
@@ -198,17 +205,37 @@ def _measure_blur_any(rgb: np.ndarray, luma: np.ndarray) -> dict:
     return found
 
 
-def measure_noise(luma: np.ndarray) -> dict:
-    """Luma noise std: Immerkaer residual averaged per 16x16 block; a low percentile of blocks = flat areas."""
-    if min(luma.shape) < 8:
-        return {"noise_sigma": 0.0}
+def _block_sigmas(luma: np.ndarray, b: int) -> np.ndarray:
+    """Immerkaer noise sigma of each b x b block (mean |N(0, 36 sigma^2)| = 6 sigma sqrt(2/pi))."""
     resp = _immerkaer(luma)
-    b = 16 if min(resp.shape) >= 32 else 4
     h, w = (resp.shape[0] // b) * b, (resp.shape[1] // b) * b
-    blocks = resp[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
-    # mean |N(0, 36 sigma^2)| = 6 sigma sqrt(2/pi)
-    sigma = float(np.percentile(blocks, NOISE_BLOCK_PERCENTILE)) * math.sqrt(math.pi / 2) / 6.0
-    return {"noise_sigma": round(sigma, 3)}
+    return resp[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)) * (math.sqrt(math.pi / 2) / 6.0)
+
+
+def measure_noise(luma: np.ndarray) -> dict:
+    """Luma noise std from the flattest blocks, discounted where the "noise" is fine texture.
+
+    The Immerkaer residual averaged per 16x16 block; a low percentile of blocks = flat areas. Noise is
+    spatially white: averaging 2x2 pixels halves it, so the residual of the same blocks at half resolution
+    is about half (`noise_scale_ratio` ~0.5-0.6). Fine texture (grass, gravel) is self-similar across scales
+    and keeps its residual (ratio ~1 or more): the estimate is scaled down to 0 as the ratio goes from 0.65 to 1.
+    """
+    if min(luma.shape) < 8:
+        return {"noise_sigma": 0.0, "noise_scale_ratio": None}
+    big = min(luma.shape) >= 64
+    b = 16 if big else 4
+    sigmas = _block_sigmas(luma, b)
+    raw = float(np.percentile(sigmas, NOISE_BLOCK_PERCENTILE))
+    ratio = None
+    if big and raw >= NOISE_TEXTURE_MIN:
+        h, w = (luma.shape[0] // 2) * 2, (luma.shape[1] // 2) * 2
+        half = _block_sigmas(luma[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)), b // 2)
+        rows, cols = min(half.shape[0], sigmas.shape[0]), min(half.shape[1], sigmas.shape[1])
+        full = sigmas[:rows, :cols]
+        flat = full <= np.percentile(full, NOISE_BLOCK_PERCENTILE)
+        ratio = math.sqrt(float(np.mean(half[:rows, :cols][flat] ** 2)) / max(float(np.mean(full[flat] ** 2)), 1e-12))
+        raw *= min(max((1.0 - ratio) / (1.0 - NOISE_WHITE_RATIO), 0.0), 1.0)
+    return {"noise_sigma": round(raw, 3), "noise_scale_ratio": None if ratio is None else round(ratio, 3)}
 
 
 def _percentiles_u8(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
@@ -433,7 +460,10 @@ def measure_with_profile(rgb: np.ndarray, profile: dict) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ verdicts
 def failed_checks(measurements: dict, profile: dict) -> list[dict]:
-    """The profile checks this image breaks, each as {code, check, measure, value, limit}."""
+    """The profile checks this image breaks, each as {code, check, measure, value, limit}.
+
+    A check with `"when": {"measure": m, "min"/"max": x}` applies only while measurement m is in that range.
+    """
     failed = []
     for key, check in profile.get("checks", {}).items():
         if check.get("enabled", True) is False:
@@ -441,6 +471,11 @@ def failed_checks(measurements: dict, profile: dict) -> list[dict]:
         value = measurements.get(check["measure"])
         if value is None:  # not measurable on this image (e.g. no edges for blur)
             continue
+        when = check.get("when")
+        if when is not None:  # the check applies only while another measurement is in range
+            other = measurements.get(when["measure"])
+            if other is None or ("min" in when and other < when["min"]) or ("max" in when and other > when["max"]):
+                continue
         if "min" in check and value < check["min"]:
             failed.append({"code": check["code"], "check": key, "measure": check["measure"], "value": value,
                            "limit": check["min"]})

@@ -92,3 +92,11 @@ def write_bad_images(folder: Path) -> dict[str, Path]:
     files["not_an_image.png"].write_text("this is a caption, not a picture\n")
     files["bomb.png"].write_bytes(bomb_png_bytes())
     return files
+
+
+def skimage_photo(name: str) -> np.ndarray:
+    """A real photo from scikit-image's bundled data folder (installed with the dev requirements), as RGB."""
+    spec = importlib.util.find_spec("skimage")
+    assert spec is not None and spec.origin, "scikit-image comes with the dev requirements (brisque needs it)"
+    with Image.open(Path(spec.origin).parent / "data" / name) as im:
+        return np.asarray(im.convert("RGB"))

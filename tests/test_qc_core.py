@@ -260,3 +260,31 @@ def test_oversaturation_is_gamut_clipping_not_vivid_colour(small_profile):
         assert "oversaturated" in reasons(boosted, small_profile)
         assert (qc.measure_with_profile(boosted, small_profile)["colour_clip_pct"]
                 > qc.measure_with_profile(clean, small_profile)["colour_clip_pct"] + 1.0)
+
+
+def test_fine_texture_is_not_noise_but_grain_is(small_profile):
+    """Real texture photos (scikit-image's grass and gravel) are not noisy; grain on a render is."""
+    from image_samples import skimage_photo
+
+    for name in ("grass.png", "gravel.png"):
+        m = qc.measure_with_profile(skimage_photo(name), small_profile)
+        assert m["noise_scale_ratio"] > 1.0 and "noisy" not in reasons(skimage_photo(name), small_profile), name
+    grainy = qc.measure_with_profile(qc_synth.inject(qc_synth.clean_image(109, 640, 480), "noise", 6.0, seed=2),
+                                     small_profile)
+    assert grainy["noise_scale_ratio"] < 0.65 and grainy["noise_sigma"] > small_profile["checks"]["noise"]["max"]
+
+
+def test_clipping_checks_apply_only_in_a_dark_or_bright_frame(small_profile, tmp_path):
+    """Low-key (a portrait beside a black backdrop) is not underexposed; the same photo darkened is."""
+    from image_samples import skimage_photo
+
+    portrait = skimage_photo("astronaut.png")
+    m = qc.measure_with_profile(portrait, small_profile)
+    assert m["shadow_clip_pct"] > 5.0 and m["mean_luma"] > 100  # lots of black, bright frame
+    assert "underexposed" not in reasons(portrait, small_profile)
+    assert "underexposed" in reasons(qc_synth.inject(portrait, "underexpose", 10.0), small_profile)
+    (tmp_path / "bad_when.json").write_text(json.dumps(
+        {"extends": "adobe_stock", "checks": {"dim": {"code": "underexposed", "measure": "mean_luma", "min": 20,
+                                                       "when": {"measure": "shadow_clip_pct"}}}}))
+    with pytest.raises(qc.ProfileError, match="'when' needs"):
+        qc.load_profile("bad_when", [tmp_path])
