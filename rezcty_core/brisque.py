@@ -38,8 +38,10 @@ def _gaussian_1d(n: int = 7, sigma: float = 7 / 6) -> np.ndarray:
 
 _KERNEL = _gaussian_1d()
 # phi(alpha) = G(2/a)^2 / (G(1/a) G(3/a)) is increasing in alpha: tabulate it once and invert by interpolation
-_ALPHA_GRID = np.arange(0.2, 10.0, 0.0005)
-_PHI_GRID = special.gamma(2 / _ALPHA_GRID) ** 2 / (special.gamma(1 / _ALPHA_GRID) * special.gamma(3 / _ALPHA_GRID))
+# (down to alpha 0.03: the package's root search has no lower bound, and renders with flat areas go below 0.2)
+_ALPHA_GRID = np.concatenate([np.arange(0.03, 0.2, 0.0001), np.arange(0.2, 10.0, 0.0005)])
+_PHI_GRID = np.exp(2 * special.gammaln(2 / _ALPHA_GRID) - special.gammaln(1 / _ALPHA_GRID)
+                   - special.gammaln(3 / _ALPHA_GRID))
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
