@@ -8,7 +8,8 @@ Measurements (all in 8-bit levels or pixels of the image as given):
 * resolution: width, height, megapixels, `upscale_needed` (linear factor to reach the profile's minimum)
 * `blur_sigma_px`: Gaussian blur sigma of the strongest step edges (gradient ratio at two smoothing
   scales, so noise does not read as detail; a third scale drops texture and lines); None when the image
-  has no step edges (a smooth gradient cannot be "out of focus")
+  has no step edges (a smooth gradient cannot be "out of focus"); `motion_blur_px`: the same per edge
+  orientation (4 bins), the softest orientation (motion blur and camera shake smear one direction only)
 * `noise_sigma`: luma noise std (Immerkaer residual) in the flattest blocks, discounted when the residual does
   not halve at half resolution (fine texture such as grass, not grain); `noise_scale_ratio` is that test
 * exposure: `mean_luma`, `highlight_clip_pct` (pixels blown to white), `shadow_clip_pct` (crushed to black),
@@ -53,6 +54,7 @@ EDGE_MIN_GRADIENT = 0.5  # levels/px at the middle scale: a 15-level step blurre
 STEP_TOLERANCE = 0.15  # |log| gap allowed between the widest-scale gradient and a blurred step's prediction
 SHARP_TOP_FRACTION, SHARP_TOP_MIN = 0.05, 200  # judge the strongest 5 % of step edges (at least 200 px) ...
 SHARP_PERCENTILE = 10  # ... by the sigma that their sharpest 10 % reach: some strong edges must be in focus
+MOTION_MIN_EDGES = 100  # step edges an orientation needs before its own sharpness counts for motion blur
 NOISE_BLOCK_PERCENTILE = 10  # flattest 10 % of 16x16 blocks
 NOISE_WHITE_RATIO = 0.65  # half-resolution / full-resolution residual up to which the grain counts in full as noise
 NOISE_TEXTURE_MIN = 0.5  # below this raw sigma the texture test is skipped (nothing to discount)
@@ -154,7 +156,7 @@ def measure_blur(luma: np.ndarray) -> dict:
     """
     s1, s2, s3 = BLUR_SCALES
     if min(luma.shape) < 16:
-        return {"blur_sigma_px": None, "edge_pct": 0.0}
+        return {"blur_sigma_px": None, "edge_pct": 0.0, "motion_blur_px": None}
     fine = ndimage.gaussian_filter(luma, s1, truncate=2.5)
     coarse = ndimage.gaussian_filter(fine, math.sqrt(s2 * s2 - s1 * s1), truncate=2.5)
     # the widest scale on a 2x decimated copy: smoothing at s2 already removed what decimation would alias
@@ -183,12 +185,23 @@ def measure_blur(luma: np.ndarray) -> dict:
     count = int(step.sum())
     edge_pct = round(100.0 * count / luma.size, 4)
     if count < 50:
-        return {"blur_sigma_px": None, "edge_pct": edge_pct}
+        return {"blur_sigma_px": None, "edge_pct": edge_pct, "motion_blur_px": None}
     sigmas, strength = np.sqrt(var[step]), strength[step]
-    top = min(count, max(SHARP_TOP_MIN, int(SHARP_TOP_FRACTION * count)))
-    strongest = np.argpartition(-strength, top - 1)[:top]
-    sigma = float(np.percentile(sigmas[strongest], SHARP_PERCENTILE))
-    return {"blur_sigma_px": round(min(sigma, 99.0), 3), "edge_pct": edge_pct}
+
+    def sharp(sel: np.ndarray | None, top_min: int) -> float:
+        s, g = (sigmas, strength) if sel is None else (sigmas[sel], strength[sel])
+        top = min(s.size, max(top_min, int(SHARP_TOP_FRACTION * s.size)))
+        return float(np.percentile(s[np.argpartition(-g, top - 1)[:top]], SHARP_PERCENTILE))
+
+    sigma = sharp(None, SHARP_TOP_MIN)
+    # motion blur smears edges across one direction only: judge each edge orientation (4 bins of 45 degrees)
+    # on its own and keep the softest orientation that has enough edges
+    angle = np.arctan2(gy[1:-1, 1:-1][ys - 2, xs - 2][step], gx[1:-1, 1:-1][ys - 2, xs - 2][step])
+    bins = np.floor((angle % math.pi) / (math.pi / 4)).astype(np.int8) % 4
+    per_bin = [sharp(bins == b, SHARP_TOP_MIN // 4) for b in range(4) if int((bins == b).sum()) >= MOTION_MIN_EDGES]
+    motion = max(per_bin) if per_bin else None
+    return {"blur_sigma_px": round(min(sigma, 99.0), 3), "edge_pct": edge_pct,
+            "motion_blur_px": None if motion is None else round(min(motion, 99.0), 3)}
 
 
 def _measure_blur_any(rgb: np.ndarray, luma: np.ndarray) -> dict:
@@ -528,7 +541,7 @@ def combine_verdicts(technical_reasons: list[str], technical_score_: float, llm:
 
 
 # ------------------------------------------------------------------------------------ the LLM judge
-LLM_TEXT_KEYS = ("width", "height", "megapixels", "upscale_needed", "blur_sigma_px", "noise_sigma", "mean_luma",
+LLM_TEXT_KEYS = ("width", "height", "megapixels", "upscale_needed", "blur_sigma_px", "motion_blur_px", "noise_sigma", "mean_luma",
                  "highlight_clip_pct", "shadow_clip_pct", "dynamic_range", "channel_range", "color_cast", "colourfulness",
                  "colour_clip_pct", "jpeg_blockiness", "jpeg_quality", "banding_ratio", "brisque")
 

@@ -18,6 +18,7 @@ from scipy import ndimage
 #            borderline strengths (reported, no target), mild strengths that should pass)
 DEFECTS: dict[str, tuple[str, tuple, tuple, tuple]] = {
     "blur": ("blurry", (3.0, 5.0), (2.0,), (0.5,)),
+    "motion": ("blurry", (), (15, 25), ()),  # the motion_blur check is off by default: reported, no target
     "noise": ("noisy", (6.0, 10.0, 20.0), (), (1.0,)),
     "jpeg": ("jpeg_artifacts", (10, 20, 30), (), (92,)),
     "overexpose": ("overexposed", (10.0, 25.0), (), ()),
@@ -106,6 +107,14 @@ def inject(rgb: np.ndarray, defect: str, strength: float, seed: int = 0) -> np.n
     rng = np.random.default_rng(seed)
     if defect == "blur":  # Gaussian blur, sigma in pixels
         return _u8(ndimage.gaussian_filter(f, (strength, strength, 0)))
+    if defect == "motion":  # linear motion blur (camera shake) `strength` px long, at an angle drawn from `seed`
+        length = max(1, int(strength))
+        angle = rng.uniform(0, math.pi)
+        kernel = np.zeros((length + 1, length + 1), np.float32)
+        for t in np.linspace(-length / 2, length / 2, 4 * length + 1):
+            kernel[int(round(length / 2 + t * math.sin(angle))), int(round(length / 2 + t * math.cos(angle)))] = 1
+        kernel /= kernel.sum()
+        return _u8(np.stack([ndimage.convolve(f[..., c], kernel, mode="nearest") for c in range(3)], axis=-1))
     if defect == "noise":  # additive Gaussian noise per channel, sigma in levels
         return _u8(f + rng.normal(0, strength, f.shape))
     if defect == "jpeg":  # JPEG round trip at this quality

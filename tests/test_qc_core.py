@@ -288,3 +288,20 @@ def test_clipping_checks_apply_only_in_a_dark_or_bright_frame(small_profile, tmp
                                                        "when": {"measure": "shadow_clip_pct"}}}}))
     with pytest.raises(qc.ProfileError, match="'when' needs"):
         qc.load_profile("bad_when", [tmp_path])
+
+
+def test_motion_blur_is_caught_per_edge_orientation(small_profile):
+    """A smear in one direction leaves the other edges sharp: the overall blur passes, the motion check fails."""
+    from image_samples import skimage_photo
+
+    shaken = skimage_photo("clock_motion.png")  # a real motion-blurred photo
+    m = qc.measure_with_profile(shaken, small_profile)
+    assert m["blur_sigma_px"] <= small_profile["checks"]["blur"]["max"] < m["motion_blur_px"]
+    assert small_profile["checks"]["motion_blur"]["enabled"] is False  # off by default (docs/qc.md)
+    assert "blurry" not in reasons(shaken, small_profile)
+    photo_profile = copy.deepcopy(small_profile)
+    photo_profile["checks"]["motion_blur"]["enabled"] = True
+    assert "blurry" in reasons(shaken, photo_profile)
+    for name in ("camera.png", "chelsea.png", "coffee.png"):  # sharp real photos
+        m = qc.measure_with_profile(skimage_photo(name), small_profile)
+        assert m["motion_blur_px"] < small_profile["checks"]["motion_blur"]["max"], name
