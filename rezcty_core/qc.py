@@ -165,12 +165,12 @@ def measure_blur(luma: np.ndarray) -> dict:
     gy = (coarse[2:, 1:-1] - coarse[:-2, 1:-1]) * 0.5
     g2 = np.sqrt(gx * gx + gy * gy)
     # edge centres only: the gradient peaks across the edge (horizontal or vertical neighbours)
-    horiz = np.abs(gx[1:-1, 1:-1]) >= np.abs(gy[1:-1, 1:-1])
-    core = g2[1:-1, 1:-1]
+    gx, gy, core = gx[1:-1, 1:-1], gy[1:-1, 1:-1], g2[1:-1, 1:-1]  # where all four neighbours exist
+    horiz = np.abs(gx) >= np.abs(gy)
     peak = np.where(horiz, (core >= g2[1:-1, :-2]) & (core >= g2[1:-1, 2:]),
                     (core >= g2[:-2, 1:-1]) & (core >= g2[2:, 1:-1])) & (core >= EDGE_MIN_GRADIENT)
     ys, xs = np.nonzero(peak)
-    strength = core[ys, xs]
+    strength, ex, ey = core[ys, xs], gx[ys, xs], gy[ys, xs]
     ys, xs = ys + 2, xs + 2  # image coordinates
     g1 = 0.5 * np.hypot(fine[ys, xs + 1] - fine[ys, xs - 1], fine[ys + 1, xs] - fine[ys - 1, xs])
     hy = np.clip((ys + 1) // 2, 1, wide.shape[0] - 2)
@@ -196,7 +196,7 @@ def measure_blur(luma: np.ndarray) -> dict:
     sigma = sharp(None, SHARP_TOP_MIN)
     # motion blur smears edges across one direction only: judge each edge orientation (4 bins of 45 degrees)
     # on its own and keep the softest orientation that has enough edges
-    angle = np.arctan2(gy[1:-1, 1:-1][ys - 2, xs - 2][step], gx[1:-1, 1:-1][ys - 2, xs - 2][step])
+    angle = np.arctan2(ey[step], ex[step])
     bins = np.floor((angle % math.pi) / (math.pi / 4)).astype(np.int8) % 4
     per_bin = [sharp(bins == b, SHARP_TOP_MIN // 4) for b in range(4) if int((bins == b).sum()) >= MOTION_MIN_EDGES]
     motion = max(per_bin) if per_bin else None
