@@ -28,8 +28,8 @@ import torch  # noqa: E402
 from image_samples import photo_crops  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from rezcty_core import vision  # noqa: E402
-from rezcty_core.imageio import load_image_rgb  # noqa: E402
+from rezcty_core.common.imageio import load_image_rgb  # noqa: E402
+from rezcty_core.eye import dinov2 as vision  # noqa: E402
 
 
 def write_images(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:

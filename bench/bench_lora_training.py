@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "tests" / "fixtures"))
 
 
 def bench_bucketing(n: int = 5000) -> None:
-    from rezcty_core.buckets import BucketSpec, bucket_for, distortion
+    from rezcty_core.sd.buckets import BucketSpec, bucket_for, distortion
 
     spec = BucketSpec(512, 256, 1024, 64)
     rng = np.random.default_rng(0)
@@ -109,7 +109,7 @@ def bench_gpu_full_unet(steps: int = 20) -> None:
     import bitsandbytes as bnb
     from diffusers import UNet2DConditionModel
 
-    from rezcty_core.lora_export import inject_lora
+    from rezcty_core.sd.lora_export import inject_lora
 
     dev = torch.device("cuda")
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,

@@ -1,6 +1,6 @@
 """Time to write one 4 MP stock image with metadata, against a plain PIL JPEG save of the same pixels.
 
-The measured path is `rezcty_core.metadata.write_batch` for one image: metadata from the prompt
+The measured path is `rezcty_core.stock.metadata.write_batch` for one image: metadata from the prompt
 (deterministic path), JPEG quality 95 with the sRGB profile, XMP + IPTC via pyexiv2, the JSON
 sidecar and one locked CSV append. The baseline is `Image.save(quality=95)` alone.
 """
@@ -17,7 +17,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rezcty_core import metadata, xmp_iptc  # noqa: E402
+from rezcty_core.stock import (
+    metadata,
+    xmp_iptc,  # noqa: E402
+)
 
 PROMPT = ("masterpiece, (a lone lighthouse on a rocky cliff:1.2) above a stormy sea at dusk, crashing waves, "
           "seagulls, art by greg rutkowski, rezcty_style, rezcty_structure, 8k")

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_qc_calibration.py [--clean N] [--big N] [--no-speed]
     ./rezcty bench qc
 
-Calibration: N procedural clean renders (rezcty_core.qc_synth, 1024x768) are judged with the
+Calibration: N procedural clean renders (rezcty_core.qc.synth, 1024x768) are judged with the
 `adobe_stock` profile (resolution checked separately, see below); then each defect of
 qc_synth.DEFECTS is injected at every strength a reviewer would reject (and at borderline and mild
 strengths, reported without a target), and we report the share
@@ -33,7 +33,8 @@ os.environ.setdefault("REZCTY_EMBEDDED_DIR", str(REPO / ".comfyui" / "embedded")
 
 import numpy as np  # noqa: E402
 
-from rezcty_core import qc, qc_synth  # noqa: E402
+from rezcty_core.qc import checks as qc  # noqa: E402
+from rezcty_core.qc import synth as qc_synth  # noqa: E402
 
 
 def judge(rgb: np.ndarray, profile: dict) -> list[str]:
@@ -133,7 +134,7 @@ def package_brisque_score(rgb: np.ndarray) -> float:
 
 
 def speed() -> None:
-    from rezcty_core import brisque
+    from rezcty_core.qc import brisque
 
     profile = qc.load_profile("adobe_stock")
     img = qc_synth.clean_image(7, 2048, 2048)
@@ -159,7 +160,7 @@ def speed() -> None:
     ours_full = time.perf_counter() - t
     med = statistics.median(ours)
     print(f"speed, 2048x2048 (4.19 MP), {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}:")
-    print(f"  all technical checks (rezcty_core.qc.measure, {qc.MEASURE_THREADS} threads): median {med:.3f} s of 3 "
+    print(f"  all technical checks (rezcty_core.qc.checks.measure, {qc.MEASURE_THREADS} threads): median {med:.3f} s of 3 "
           f"(target <= 1 s on 2 cores); one thread: median {statistics.median(timings[1]):.3f} s")
     print(f"  rezcty BRISQUE alone at full resolution:       {ours_full:.3f} s, score {full:.3f}")
     if pkg is not None:

@@ -2,7 +2,7 @@
 
     ./rezcty bench whisperer            # or: python bench/bench_whisperer.py [--tokens N] [--reps N]
 
-The node path is `rezcty_core.whisperer.expand_idea` (what RezctyWhispererExpand runs per idea): few-shot
+The node path is `rezcty_core.llm.whisperer.expand_idea` (what RezctyWhispererExpand runs per idea): few-shot
 chat, `LoadedLLM.generate` through `inputs_embeds`, then the output hygiene and the CLIP token count.
 The baseline is `model.generate(input_ids)` on the very same weights and rendered prompt. Runs alternate
 (node, bare, node, bare, ...) so a busy machine slows both alike; the median of each is reported, per
@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rezcty_core import templates, whisperer  # noqa: E402
-from rezcty_core.llm import encode_chat, load_llm  # noqa: E402
+from rezcty_core.llm import whisperer  # noqa: E402
+from rezcty_core.llm.model import encode_chat, load_llm, templates  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,8 @@ def _chain_release_on_comfy_unload() -> None:
         return
 
     def unload_all_models(*args, **kwargs):
-        from rezcty_core import llm, vision
+        from rezcty_core.eye import dinov2 as vision
+        from rezcty_core.llm import model as llm
 
         vision.unload_all()
         llm.unload_all()

@@ -1,4 +1,4 @@
-"""DINOv2 Loader and DINOv2 Embed: thin V3 nodes over rezcty_core.vision (the eye)."""
+"""DINOv2 Loader and DINOv2 Embed: thin V3 nodes over rezcty_core.eye.dinov2 (the eye)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import os
 import comfy.utils
 from comfy_api.latest import io, ui
 
-from rezcty_core import vision
+from rezcty_core.eye import dinov2 as vision
 
 from .common import (
     CATEGORY,

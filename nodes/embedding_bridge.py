@@ -8,8 +8,8 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io, ui
 
-from rezcty_core import ti_embedding
-from rezcty_core.lora_meta import EMBEDDING_WEIGHT_RANGE
+from rezcty_core.sd import ti_embedding
+from rezcty_core.sd.lora_meta import EMBEDDING_WEIGHT_RANGE
 
 from .common import CATEGORY
 from .lora import TRIGGERS_ATTACHMENT

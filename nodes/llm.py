@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from rezcty_core import llm as core
+from rezcty_core.llm import model as core
 
 from .common import CATEGORY, EMBEDDED_PREFIX, LLMType, list_model_dirs, resolve_model_dir
 

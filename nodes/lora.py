@@ -9,7 +9,7 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io, ui
 
-from rezcty_core import lora_meta
+from rezcty_core.sd import lora_meta
 
 from .common import CATEGORY
 

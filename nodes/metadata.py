@@ -6,7 +6,7 @@ import json
 import folder_paths
 from comfy_api.latest import io
 
-from rezcty_core import categories, metadata
+from rezcty_core.stock import categories, metadata
 
 from .common import CATEGORY, EmbeddingType, LLMType, images_to_uint8, output_dir
 

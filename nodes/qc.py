@@ -14,7 +14,8 @@ import torch
 from comfy_api.latest import io
 from comfy_execution.graph_utils import ExecutionBlocker
 
-from rezcty_core import contact_sheet, qc
+from rezcty_core.qc import checks as qc
+from rezcty_core.qc import contact_sheet
 
 from .common import CATEGORY, EmbeddingType, LLMType, images_to_uint8
 

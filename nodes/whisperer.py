@@ -5,7 +5,7 @@ import logging
 
 from comfy_api.latest import io, ui
 
-from rezcty_core import whisperer as core
+from rezcty_core.llm import whisperer as core
 
 from .common import CATEGORY, EmbeddingType, LLMType
 

@@ -25,8 +25,8 @@ WHEEL_FILES = {
 
 # "module:function" converters, each called as fn(dest: Path) -> None; idempotent.
 CONVERTERS: list[str] = [
-    "rezcty_core.vision:prepare_embedded",
-    "rezcty_core.llm:prepare_embedded",
+    "rezcty_core.eye.dinov2:prepare_embedded",
+    "rezcty_core.llm.model:prepare_embedded",
 ]
 
 

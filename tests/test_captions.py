@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness import REPO
-from rezcty_core.captions import (
+from rezcty_core.sd.captions import (
     BY_NAME,
     EMPTY,
     MISSING_CAPTION,

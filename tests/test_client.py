@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from harness import REPO, ComfyServer, sd15_graph
-from rezcty_core import client as rc
+from rezcty_core.factory.errors import ClientError
+from rezcty_core.factory.workflow import apply_sets
 
 PY = sys.executable
 
@@ -132,14 +133,14 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
 
 def test_set_parses_values_by_the_input_type():
     graph = scale_graph()
-    rc.apply_sets(graph, ["2.scale_by=2.5", "Source.image=123", "3.filename_prefix=a=b"])
+    apply_sets(graph, ["2.scale_by=2.5", "Source.image=123", "3.filename_prefix=a=b"])
     assert graph["2"]["inputs"]["scale_by"] == 2.5
     assert graph["1"]["inputs"]["image"] == "123"  # stays text: the input is text
     assert graph["3"]["inputs"]["filename_prefix"] == "a=b"
-    rc.apply_sets(graph, ["3.images=null"])  # null disconnects a linked input
+    apply_sets(graph, ["3.images=null"])  # null disconnects a linked input
     assert "images" not in graph["3"]["inputs"]
-    with pytest.raises(rc.ClientError, match="expected NODE.INPUT=VALUE"):
-        rc.apply_sets(graph, ["2.scale_by"])
+    with pytest.raises(ClientError, match="expected NODE.INPUT=VALUE"):
+        apply_sets(graph, ["2.scale_by"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 from transformers import CLIPTokenizer
 
 from harness import REPO
-from rezcty_core import clip_tokens
+from rezcty_core.sd import clip_tokens
 
 COMFY_SD1_TOKENIZER = REPO / ".comfyui" / "ComfyUI" / "comfy" / "sd1_tokenizer"
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from fixtures.tiny_llm import write_embedding
 
-from rezcty_core.curate import cluster, elbow_k, select_diverse
+from rezcty_core.llm.curate import cluster, elbow_k, select_diverse
 from training import curate
 
 VARIANTS = ["at dawn", "in the rain", "near a horse", "under stars", "by a fire", "with a dog"]

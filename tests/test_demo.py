@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from harness import REPO, nodes_defined_in_pack
-from rezcty_core import client as rc
+from rezcty_core.factory.cli import build_parser
 
 EXPECTED_REASON = {  # sample image -> the reason code its defect must produce
     "defect_blurry.png": "blurry",
@@ -84,7 +84,7 @@ def test_demo_line3_rejects_each_defect_and_writes_csv_jpegs_contact_sheet(demo)
 def test_colab_notebook_commands_are_valid():
     nb = json.loads((REPO / "colab" / "rezcty_colab.ipynb").read_text())
     assert nb["nbformat"] == 4
-    parser = rc.build_parser()
+    parser = build_parser()
     commands = 0
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":

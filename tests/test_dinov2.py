@@ -1,4 +1,4 @@
-"""The eye: rezcty_core.vision on the embedded DINOv2-small, and the two nodes through the real server."""
+"""The eye: rezcty_core.eye.dinov2 on the embedded DINOv2-small, and the two nodes through the real server."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ import torch
 from image_samples import photo_crops
 
 from harness import REPO
-from rezcty_core import vision
-from rezcty_core.imageio import load_image_rgb
+from rezcty_core.common.imageio import load_image_rgb
+from rezcty_core.eye import dinov2 as vision
 
 CACHE_SUBDIR = ("rezcty_cache", "dinov2")
 
@@ -83,7 +83,7 @@ def test_resolution_is_a_parameter_and_checked(dino, frames):
 
 
 def test_prepare_embedded_is_instant_and_loads_no_torch_when_done():
-    code = ("import sys; from rezcty_core.vision import prepare_embedded; from rezcty_core.paths import embedded_dir\n"
+    code = ("import sys; from rezcty_core.eye.dinov2 import prepare_embedded; from rezcty_core.common.paths import embedded_dir\n"
             "prepare_embedded(embedded_dir()); assert 'torch' not in sys.modules and 'onnx' not in sys.modules")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

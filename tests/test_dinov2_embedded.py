@@ -7,10 +7,10 @@ import onnxruntime as ort
 import torch
 from image_samples import photo_path
 
-from rezcty_core import vision
-from rezcty_core.dinov2_onnx import backbone_state_dict
-from rezcty_core.imageio import load_image_rgb
-from rezcty_core.paths import embedded_dir
+from rezcty_core.common.imageio import load_image_rgb
+from rezcty_core.common.paths import embedded_dir
+from rezcty_core.eye import dinov2 as vision
+from rezcty_core.eye.dinov2_onnx import backbone_state_dict
 
 
 def onnx_backbone_output(pixel_values: np.ndarray) -> np.ndarray:

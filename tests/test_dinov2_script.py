@@ -10,7 +10,7 @@ import pytest
 from image_samples import photo_crops, write_bad_images, write_odd_images
 
 from harness import REPO
-from rezcty_core import vision
+from rezcty_core.eye import dinov2 as vision
 
 # runs main() and proves that a fully cached pass imported neither torch nor transformers
 NO_TORCH = ("import sys; from training.precompute_dinov2 import main; rc = main(sys.argv[1:]);"

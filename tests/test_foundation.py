@@ -48,9 +48,41 @@ def test_core_never_imports_comfyui():
     assert offenders == []
 
 
+# rezcty_core's packages, lowest first: a package imports only from packages of a lower rank (or itself)
+LAYERS = {"common": 0, "sd": 1, "eye": 2, "llm": 2, "qc": 3, "stock": 3, "factory": 4}
+
+
+def test_core_packages_import_one_way():
+    core = REPO / "rezcty_core"
+    assert {p.name for p in core.iterdir() if (p / "__init__.py").exists()} == set(LAYERS)
+    offenders = []
+    for path in core.rglob("*.py"):
+        rel = path.relative_to(core).parts
+        if len(rel) < 2:
+            continue  # the entry points at the top (client.py, embedded.py) may use any package
+        own = rel[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno} uses a relative import")
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "rezcty_core" and len(parts) > 1 and parts[1] in LAYERS and parts[1] != own \
+                        and LAYERS[parts[1]] >= LAYERS[own]:
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} ({own}) imports {name}")
+    assert offenders == []
+
+
+def test_core_package_inits_are_one_docstring():
+    for init in (REPO / "rezcty_core").glob("*/__init__.py"):
+        body = ast.parse(init.read_text(encoding="utf-8")).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), init
+
+
 def test_core_imports_without_comfyui_on_path():
     code = "import importlib, pkgutil, rezcty_core\n" \
-           "[importlib.import_module('rezcty_core.' + m.name) for m in pkgutil.iter_modules(rezcty_core.__path__)]\n" \
+           "[importlib.import_module(m.name) for m in pkgutil.walk_packages(rezcty_core.__path__, 'rezcty_core.')]\n" \
            "import sys; assert 'comfy' not in sys.modules and 'folder_paths' not in sys.modules"
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

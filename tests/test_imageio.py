@@ -1,4 +1,4 @@
-"""rezcty_core.imageio: odd images load as RGB uint8, broken ones give a one-line error naming the file."""
+"""rezcty_core.common.imageio: odd images load as RGB uint8, broken ones give a one-line error naming the file."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from image_samples import photo, photo_path, write_bad_images, write_odd_images
 from PIL import Image, ImageFile
 
-from rezcty_core.imageio import ImageLoadError, iter_image_files, load_image_rgb
+from rezcty_core.common.imageio import ImageLoadError, iter_image_files, load_image_rgb
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""rezcty_core.llm: the embedded SmolLM2, chat encoding with the image placeholder, generation, adapters."""
+"""rezcty_core.llm.model: the embedded SmolLM2, chat encoding with the image placeholder, generation, adapters."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ import torch
 from fixtures.tiny_llm import EYE_DIM, tiny_adapter_dir, tiny_embedding, tiny_llm_dir
 
 from harness import REPO
-from rezcty_core import llm as core
-from rezcty_core.adapter import AdapterError
-from rezcty_core.paths import embedded_dir
-from rezcty_core.templates import IMAGE_PLACEHOLDER, build_messages, validate_judge_reply
+from rezcty_core.common.paths import embedded_dir
+from rezcty_core.llm import model as core
+from rezcty_core.llm.adapter import AdapterError
+from rezcty_core.llm.templates import IMAGE_PLACEHOLDER, build_messages, validate_judge_reply
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +31,11 @@ def test_embedded_conversion_is_idempotent_and_imports_no_torch_when_done():
     core.prepare_embedded(embedded_dir())
     folder = core.embedded_llm_dir()
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
-    code = ("import sys; from rezcty_core.llm import prepare_embedded; from rezcty_core.paths import embedded_dir; "
+    code = ("import sys; from rezcty_core.llm.model import prepare_embedded; from rezcty_core.common.paths import embedded_dir; "
             "prepare_embedded(embedded_dir()); assert 'torch' not in sys.modules, 'torch imported'")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    spec = "rezcty_core.llm:prepare_embedded"
+    spec = "rezcty_core.llm.model:prepare_embedded"
     from rezcty_core.embedded import CONVERTERS
     assert spec in CONVERTERS
 

@@ -1,4 +1,4 @@
-"""rezcty_core.lora_meta and rezcty_core.ti_embedding on their own (no server)."""
+"""rezcty_core.sd.lora_meta and rezcty_core.sd.ti_embedding on their own (no server)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ import pytest
 import torch
 from fixtures import lora_files
 
-from rezcty_core import lora_meta, ti_embedding
-from rezcty_core.ti_embedding import EmbeddingError, blend, bridge_texts, load_ti_embedding
+from rezcty_core.sd import lora_meta, ti_embedding
+from rezcty_core.sd.ti_embedding import EmbeddingError, blend, bridge_texts, load_ti_embedding
 
 
 def test_trigger_from_rezcty_key_wins_over_sidecar_and_kohya(tmp_path):

@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from rezcty_core import blocklists, categories, keywords, metadata
-from rezcty_core.blocklists import load_blocklist
+from rezcty_core.common import blocklists
+from rezcty_core.common.blocklists import load_blocklist
+from rezcty_core.stock import categories, keywords, metadata
 
 TRAP_PROMPT = (
     "masterpiece, best quality, ultra detailed, 8k, (a lone knight:1.3) standing in a misty pine forest, "

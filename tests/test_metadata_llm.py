@@ -19,9 +19,10 @@ from fixtures.tiny_llm import tiny_llm_dir
 from test_metadata import writer_graph
 
 from harness import link_model
-from rezcty_core import llm as core_llm
-from rezcty_core import metadata, stock_csv
-from rezcty_core.blocklists import load_blocklist
+from rezcty_core.common.blocklists import load_blocklist
+from rezcty_core.llm import model as core_llm
+from rezcty_core.stock import adobe_csv as stock_csv
+from rezcty_core.stock import metadata
 
 PROMPT = "white sneakers on a wooden bench, rezcty_style"
 # the trained answer after the rules layer: brand and trigger gone, the LLM's own words first

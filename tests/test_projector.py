@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rezcty_core.projector import Projector, build_projector, vector_to_tokens
+from rezcty_core.llm.projector import Projector, build_projector, vector_to_tokens
 
 
 @pytest.mark.parametrize("kind,layers", [("linear", 1), ("mlp2x_gelu", 2), ("mlp3x_gelu", 3)])

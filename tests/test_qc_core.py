@@ -10,7 +10,9 @@ import pytest
 from image_samples import photo
 from PIL import Image
 
-from rezcty_core import brisque, contact_sheet, dedup, qc, qc_synth
+from rezcty_core.qc import brisque, contact_sheet, dedup
+from rezcty_core.qc import checks as qc
+from rezcty_core.qc import synth as qc_synth
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from fixtures.tiny_llm import tiny_llm_dir
 from PIL import Image
 
 from harness import link_model
-from rezcty_core import llm as core_llm
-from rezcty_core import qc, qc_synth
+from rezcty_core.llm import model as core_llm
+from rezcty_core.qc import checks as qc
+from rezcty_core.qc import synth as qc_synth
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from harness import REPO
-from rezcty_core import stock_csv
-from rezcty_core.stock_csv import HEADER_LINE, CsvHeaderError, StockRow
+from rezcty_core.stock import adobe_csv as stock_csv
+from rezcty_core.stock.adobe_csv import HEADER_LINE, CsvHeaderError, StockRow
 
 
 def rows(n: int, start: int = 0) -> list[StockRow]:
@@ -39,7 +39,7 @@ def test_two_processes_append_200_rows_each(tmp_path):
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from rezcty_core.stock_csv import StockRow, append_rows
+        from rezcty_core.stock.adobe_csv import StockRow, append_rows
         tag = sys.argv[1]
         for i in range(200):
             append_rows(Path({str(path)!r}), [StockRow(f"{{tag}}_{{i:04d}}.jpg", "Calm lake", ["lake", "calm"], 11)])

@@ -12,8 +12,8 @@ from fixtures.tiny_llm import EYE_DIM, tiny_llm_dir, write_dataset, write_embedd
 from safetensors.torch import load_file
 
 from harness import REPO
-from rezcty_core import llm as core
-from rezcty_core.adapter import read_adapter_config
+from rezcty_core.llm import model as core
+from rezcty_core.llm.adapter import read_adapter_config
 from training import train_adapter
 
 FAST = ["--grad-accum", "2", "--lora-r", "4", "--lora-alpha", "8", "--eval-generate", "1",
@@ -115,7 +115,7 @@ def test_end_to_end_with_the_embedded_models(tmp_path):
     """Real DINOv2-small embeddings from precompute_dinov2 -> SmolLM2 adapter -> loads and sees."""
     from PIL import Image
 
-    from rezcty_core.vision import load_embedding
+    from rezcty_core.eye.dinov2 import load_embedding
     from training import precompute_dinov2
 
     images = tmp_path / "images"
@@ -142,7 +142,7 @@ def test_end_to_end_with_the_embedded_models(tmp_path):
 
 @pytest.mark.parametrize("bleu_case", [("a red cube", "a red cube", 1.0), ("blue sky", "a red cube", 0.0)])
 def test_bleu_and_rouge_sanity(bleu_case):
-    from rezcty_core.text_metrics import rouge_l, sentence_bleu
+    from rezcty_core.llm.text_metrics import rouge_l, sentence_bleu
 
     hyp, ref, expected = bleu_case
     assert sentence_bleu(hyp, ref) == pytest.approx(expected, abs=1e-6)

@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from harness import CACHE, REPO, link_model, sd15_graph, tiny_sd15_checkpoint
-from rezcty_core.lora_export import read_metadata
+from rezcty_core.sd.lora_export import read_metadata
 from training import train_embedding
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))

@@ -16,8 +16,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from harness import CACHE, REPO, link_model, sd15_graph, tiny_sd15_checkpoint
-from rezcty_core.buckets import BucketSpec, batches, bucket_for, distortion, fit_to_bucket, group_by_bucket
-from rezcty_core.lora_export import read_metadata
+from rezcty_core.sd.buckets import BucketSpec, batches, bucket_for, distortion, fit_to_bucket, group_by_bucket
+from rezcty_core.sd.lora_export import read_metadata
 from training import train_lora
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
@@ -112,7 +112,7 @@ def test_real_sd15_unet_shapes_infer_and_load():
         from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
         from diffusers import UNet2DConditionModel
         from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-        from rezcty_core.sd15 import infer_unet_config
+        from rezcty_core.sd.sd15 import infer_unet_config
         with torch.device("meta"):
             ldm = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[2] * 4,
                             channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
@@ -197,7 +197,7 @@ def test_lora_file_format_and_metadata(trained_lora):
     assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight" in sd
     meta = read_metadata(trained_lora["path"])
     assert meta["rezcty_trigger"] == "rezcty_style" and meta["rezcty_role"] == "style"
-    from rezcty_core.sd15 import file_sha256
+    from rezcty_core.sd.sd15 import file_sha256
 
     assert meta["rezcty_base_hash"] == file_sha256(tiny_sd15_checkpoint())
     args = json.loads(meta["rezcty_args"])

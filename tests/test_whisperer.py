@@ -4,10 +4,9 @@ from __future__ import annotations
 import pytest
 from fixtures.tiny_llm import tiny_adapter_dir, tiny_embedding, tiny_llm_dir
 
-from rezcty_core import templates
-from rezcty_core import whisperer as w
-from rezcty_core.clip_tokens import count_clip_tokens
-from rezcty_core.llm import load_llm
+from rezcty_core.llm import whisperer as w
+from rezcty_core.llm.model import load_llm, templates
+from rezcty_core.sd.clip_tokens import count_clip_tokens
 
 TRIGGERS = w.parse_triggers("rezcty_style, rezcty_structure")
 
@@ -168,7 +167,7 @@ def test_image_needs_a_seeing_llm_with_the_right_eye(tiny):
 def test_image_changes_what_the_whisperer_chat_predicts():
     import torch
 
-    from rezcty_core.llm import assemble_inputs, encode_chat
+    from rezcty_core.llm.model import assemble_inputs, encode_chat
 
     seeing = load_llm(tiny_llm_dir(), tiny_adapter_dir("whisperer", images=True)).load()
     chat = encode_chat(seeing.tokenizer, w.whisperer_messages("a knight", has_image=True, few_shot=False))

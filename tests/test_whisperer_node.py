@@ -10,7 +10,7 @@ import pytest
 from fixtures.tiny_llm import CACHE, _code_digest, tiny_llm_dir, write_embedding
 
 from harness import link_model
-from rezcty_core.clip_tokens import count_clip_tokens
+from rezcty_core.sd.clip_tokens import count_clip_tokens
 
 TRIGGERS = "rezcty_style, rezcty_structure"
 
@@ -120,7 +120,7 @@ def eye_matched_adapter() -> Path:
     learning rate for 3 steps makes the projector large enough that the image visibly steers the tiny model."""
     import torch
 
-    from rezcty_core.vision import Dino, resolve_model_path
+    from rezcty_core.eye.dinov2 import Dino, resolve_model_path
     from training import train_adapter
 
     dino = Dino(resolve_model_path("embedded"))

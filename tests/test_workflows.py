@@ -16,7 +16,9 @@ import pytest
 from PIL import Image
 
 from harness import REPO, link_model, nodes_defined_in_pack
-from rezcty_core import client as rc
+from rezcty_core.factory.api import ComfyClient, RunOutput
+from rezcty_core.factory.validate import validate_graph
+from rezcty_core.factory.workflow import apply_sets, load_workflow, set_input
 
 sys.path.insert(0, str(REPO / "workflows"))
 import build  # noqa: E402  (workflows/build.py)
@@ -90,9 +92,9 @@ def test_schemas_used_by_the_generator_match_the_real_nodes(comfy):
 def test_api_workflow_fits_the_server(comfy, name):
     """Only a missing model or input file may be left (the test server has no SD 1.5 / no samples)."""
     info = comfy.object_info()
-    graph = rc.load_workflow(API / f"{name}.json")
+    graph = load_workflow(API / f"{name}.json")
     needs(info, graph)
-    problems = [p for p in rc.validate_graph(graph, info) if "missing model" not in p and "input file" not in p]
+    problems = [p for p in validate_graph(graph, info) if "missing model" not in p and "input file" not in p]
     assert problems == []
 
 
@@ -124,16 +126,16 @@ def tiny_llm(comfy) -> str:
 
 
 @pytest.fixture(scope="module")
-def client(comfy) -> rc.ComfyClient:
-    return rc.ComfyClient(comfy.url)
+def client(comfy) -> ComfyClient:
+    return ComfyClient(comfy.url)
 
 
 def small_sd(graph: dict, models: dict, sampler: str, latent: str, ckpt: str, bridge: str) -> dict:
-    rc.set_input(graph, f"{ckpt}.ckpt_name", models["ckpt"])
-    rc.set_input(graph, f"{bridge}.embedding", models["embedding"])
-    rc.set_input(graph, f"{sampler}.steps", 1)
-    rc.set_input(graph, f"{latent}.width", 64)
-    rc.set_input(graph, f"{latent}.height", 64)
+    set_input(graph, f"{ckpt}.ckpt_name", models["ckpt"])
+    set_input(graph, f"{bridge}.embedding", models["embedding"])
+    set_input(graph, f"{sampler}.steps", 1)
+    set_input(graph, f"{latent}.width", 64)
+    set_input(graph, f"{latent}.height", 64)
     return graph
 
 
@@ -147,9 +149,9 @@ def sample_image(tmp_path: Path, size: int = 256) -> Path:
 
 
 def test_line1_prompts_runs(comfy, client, tmp_path):
-    graph = rc.load_workflow(API / "line1_prompts.json")
+    graph = load_workflow(API / "line1_prompts.json")
     needs(client.object_info(), graph)
-    rc.apply_sets(graph, ["Whisperer Expand.prompt=a knight", "2.max_new_tokens=24"])
+    apply_sets(graph, ["Whisperer Expand.prompt=a knight", "2.max_new_tokens=24"])
     result = client.run(graph, tmp_path)
     texts = result.texts()["3"]
     assert len(texts) == 1 and texts[0].endswith(TRIGGERS)
@@ -157,18 +159,18 @@ def test_line1_prompts_runs(comfy, client, tmp_path):
 
 @pytest.mark.parametrize("name", ["line2_generation", "line2_generation_vae"])
 def test_line2_generation_runs_and_upscales_x4(comfy, client, models, tmp_path, name):
-    graph = rc.load_workflow(API / f"{name}.json")
+    graph = load_workflow(API / f"{name}.json")
     needs(client.object_info(), graph)
     small_sd(graph, models, "6", "5", "1", "3")
     if "10" in graph:
-        rc.set_input(graph, "10.vae_name", models["vae"])
+        set_input(graph, "10.vae_name", models["vae"])
     result = client.run(graph, tmp_path)
     [png] = result.files
     with Image.open(png) as im:
         assert im.size == (256, 256)  # 64 px latent image x4; 512 px -> 2048 px = 4.19 MP in the real run
 
 
-def _check_line3(result: rc.RunOutput, comfy) -> list[dict]:
+def _check_line3(result: RunOutput, comfy) -> list[dict]:
     report = json.loads(result.texts()["7"][0])
     entries = report if isinstance(report, list) else report.get("entries", [report])
     assert entries and all(e["verdict"] in ("pass", "reject") for e in entries)
@@ -176,14 +178,14 @@ def _check_line3(result: rc.RunOutput, comfy) -> list[dict]:
 
 
 def test_line3_qc_metadata_fast_runs_and_writes_jpeg_and_csv(comfy, client, tmp_path):
-    graph = rc.load_workflow(API / "line3_qc_metadata_fast.json")
+    graph = load_workflow(API / "line3_qc_metadata_fast.json")
     needs(client.object_info(), graph)
     sys.path.insert(0, str(REPO / "tools"))
     from demo_samples import landscape
 
     img = tmp_path / "clean.png"
     Image.fromarray(landscape(2, 2048)).save(img, compress_level=1)
-    rc.apply_sets(graph, [f"1.image={img}", "6.csv_name=wf_test.csv", "6.filename_prefix=wftest"])
+    apply_sets(graph, [f"1.image={img}", "6.csv_name=wf_test.csv", "6.filename_prefix=wftest"])
     result = client.run(graph, tmp_path / "out")
     entries = _check_line3(result, comfy)
     assert entries[0]["verdict"] == "pass", entries
@@ -196,9 +198,9 @@ def test_line3_qc_metadata_fast_runs_and_writes_jpeg_and_csv(comfy, client, tmp_
 def test_line3_qc_metadata_with_the_llm_judge_runs(comfy, client, tiny_llm, tmp_path):
     """The judge/writer LLM paths have their own tests (tiny LLMs, valid and invalid JSON) and take minutes
     on a shared CPU; here the workflow runs with the loader shown as text, the rest as shipped."""
-    graph = rc.load_workflow(API / "line3_qc_metadata.json")
+    graph = load_workflow(API / "line3_qc_metadata.json")
     needs(client.object_info(), graph)
-    rc.apply_sets(graph, [f"1.image={sample_image(tmp_path)}", "6.csv_name=wf_llm.csv", f"4.base_model={tiny_llm}",
+    apply_sets(graph, [f"1.image={sample_image(tmp_path)}", "6.csv_name=wf_llm.csv", f"4.base_model={tiny_llm}",
                           "5.llm=null", "6.llm=null"])
     graph["90"] = {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}}
     result = client.run(graph, tmp_path / "out")
@@ -210,11 +212,11 @@ def test_line3_qc_metadata_with_the_llm_judge_runs(comfy, client, tiny_llm, tmp_
 
 
 def test_all_in_one_runs(comfy, client, models, tiny_llm, tmp_path):
-    graph = rc.load_workflow(API / "all_in_one.json")
+    graph = load_workflow(API / "all_in_one.json")
     needs(client.object_info(), graph)
     small_sd(graph, models, "8", "7", "3", "5")
     # the whole chain; the LLM writes the prompt here, its judge/writer paths are covered elsewhere (slow on a CPU)
-    rc.apply_sets(graph, ["2.max_new_tokens=16", "14.csv_name=wf_all.csv", f"1.base_model={tiny_llm}",
+    apply_sets(graph, ["2.max_new_tokens=16", "14.csv_name=wf_all.csv", f"1.base_model={tiny_llm}",
                           "13.llm=null", "14.llm=null"])
     result = client.run(graph, tmp_path / "out")
     report = json.loads(result.texts()["15"][0])

@@ -32,7 +32,18 @@ sys.path.insert(0, str(REPO))
 from comfy_server import ComfyProcess  # noqa: E402
 from demo_samples import write_ideas, write_samples  # noqa: E402
 
-from rezcty_core import client as rc  # noqa: E402
+from rezcty_core.factory import validate  # noqa: E402
+from rezcty_core.factory.api import ComfyClient  # noqa: E402
+from rezcty_core.factory.batch import (  # noqa: E402
+    default_bind,
+    items_from_ideas,
+    items_from_images,
+    items_from_prompts,
+    write_prompts_json,
+)
+from rezcty_core.factory.errors import ClientError  # noqa: E402
+from rezcty_core.factory.pool import Batch  # noqa: E402
+from rezcty_core.factory.workflow import load_workflow, set_input  # noqa: E402
 
 DEFAULT_MODELS = REPO / ".comfyui" / "base" / "models"  # the default base of `./rezcty comfy`
 WORKFLOWS = REPO / "workflows" / "api"
@@ -85,31 +96,31 @@ def missing_nodes(info: dict, line: str) -> list[str]:
 
 def combo_options(info: dict, cls: str, name: str) -> list:
     spec = {**info[cls]["input"].get("required", {}), **(info[cls]["input"].get("optional") or {})}.get(name)
-    return rc._combo_options(spec) or [] if spec else []
+    return validate.combo_options(spec) or [] if spec else []
 
 
 # ---------------------------------------------------------------------------------------------
 # the lines
 
-def run_line1(client: rc.ComfyClient, ideas: Path, out: Path, servers: list[str]) -> dict:
-    graph = rc.load_workflow(WORKFLOWS / "line1_prompts.json")
-    rc.set_input(graph, "2.max_new_tokens", 64)  # a CLIP-sized prompt (77 tokens) needs no more; CPU time matters
-    items = rc.items_from_ideas(ideas, rc.default_bind(graph, "ideas"))
-    batch = rc.Batch(graph, items, servers, out / "line1", progress=True)
+def run_line1(client: ComfyClient, ideas: Path, out: Path, servers: list[str]) -> dict:
+    graph = load_workflow(WORKFLOWS / "line1_prompts.json")
+    set_input(graph, "2.max_new_tokens", 64)  # a CLIP-sized prompt (77 tokens) needs no more; CPU time matters
+    items = items_from_ideas(ideas, default_bind(graph, "ideas"))
+    batch = Batch(graph, items, servers, out / "line1", progress=True)
     report = batch.run()
     rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
-    prompts = rc.write_prompts_json(rows, "3", out / "prompts.json")
+    prompts = write_prompts_json(rows, "3", out / "prompts.json")
     for err in report.failed.values():
         say(f"  line 1 item failed: {err.splitlines()[0]}")
     return {"ideas": len(items), "prompts": len(prompts), "failed": len(report.failed)}
 
 
-def run_line2(client: rc.ComfyClient, checkpoint: str, out: Path, servers: list[str], count: int, steps: int,
+def run_line2(client: ComfyClient, checkpoint: str, out: Path, servers: list[str], count: int, steps: int,
               models: Path) -> dict:
-    graph = rc.load_workflow(WORKFLOWS / "line2_generation.json")
+    graph = load_workflow(WORKFLOWS / "line2_generation.json")
     info = client.object_info()
-    rc.set_input(graph, "1.ckpt_name", checkpoint)
-    rc.set_input(graph, "6.steps", steps)
+    set_input(graph, "1.ckpt_name", checkpoint)
+    set_input(graph, "6.steps", steps)
     embeddings = [e for e in combo_options(info, "RezctyEmbeddingBridge", "embedding") if e]
     current = graph["3"]["inputs"]["embedding"]
     if current not in embeddings:
@@ -119,24 +130,24 @@ def run_line2(client: rc.ComfyClient, checkpoint: str, out: Path, servers: list[
             say("  line 2 skipped: the Embedding Bridge needs a textual-inversion embedding (rezcty_genius) in "
                 f"{models / 'embeddings'}/")
             return {"skipped": "no embedding"}
-        rc.set_input(graph, "3.embedding", fallback)
+        set_input(graph, "3.embedding", fallback)
     prompts = json.loads((out / "prompts.json").read_text(encoding="utf-8"))[:count]
     if not prompts:
         return {"skipped": "line 1 produced no prompt"}
     (out / "line2").mkdir(parents=True, exist_ok=True)
     subset = out / "line2" / "prompts_subset.json"
     subset.write_text(json.dumps(prompts, indent=1, ensure_ascii=False), encoding="utf-8")
-    items = rc.items_from_prompts(subset, rc.default_bind(graph, "prompts"), {})
-    report = rc.Batch(graph, items, servers, out / "line2").run()
+    items = items_from_prompts(subset, default_bind(graph, "prompts"), {})
+    report = Batch(graph, items, servers, out / "line2").run()
     return {"images": len(report.done), "failed": len(report.failed)}
 
 
-def run_line3(client: rc.ComfyClient, images: Path, out: Path, servers: list[str], with_llm: bool) -> dict:
+def run_line3(client: ComfyClient, images: Path, out: Path, servers: list[str], with_llm: bool) -> dict:
     name = "line3_qc_metadata.json" if with_llm else "line3_qc_metadata_fast.json"
-    graph = rc.load_workflow(WORKFLOWS / name)
-    rc.set_input(graph, "6.filename_prefix", "demo")
-    items = rc.items_from_images(images, rc.default_bind(graph, "images"), rc.default_bind(graph, "image_text"))
-    batch = rc.Batch(graph, items, servers, out / "line3", progress=True)
+    graph = load_workflow(WORKFLOWS / name)
+    set_input(graph, "6.filename_prefix", "demo")
+    items = items_from_images(images, default_bind(graph, "images"), default_bind(graph, "image_text"))
+    batch = Batch(graph, items, servers, out / "line3", progress=True)
     report = batch.run()
     rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
     verdicts, sheet_entries, sheet_images = [], [], []
@@ -158,7 +169,7 @@ def run_line3(client: rc.ComfyClient, images: Path, out: Path, servers: list[str
             verdicts.append({"image": row["label"], "verdict": "error", "reasons": [row.get("error", "")[:200]]})
     (out / "qc_report.json").write_text(json.dumps(verdicts, indent=1, ensure_ascii=False), encoding="utf-8")
     if sheet_entries:  # one sheet for the whole batch (the node writes one per execution)
-        from rezcty_core.contact_sheet import write_contact_sheet
+        from rezcty_core.qc.contact_sheet import write_contact_sheet
 
         write_contact_sheet(sheet_entries, sheet_images, out / "qc", "contact_sheet",
                             title="rezcty demo QC: " + ", ".join(f"#{i + 1} {v['image']}" for i, v in enumerate(verdicts)))
@@ -241,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         failures = server.import_failures()
         if failures:
             say("warning: custom node import failures:\n  " + "\n  ".join(failures))
-        client = rc.ComfyClient(server.url)
+        client = ComfyClient(server.url)
         info = client.object_info()
         servers = [server.url]
 
@@ -293,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["lines"]["line3"] = run_line3(client, samples, out, servers, args.with_llm_judge)
         client.free()
         summary["files"] = collect_server_files(work, out)
-    except (rc.ClientError, RuntimeError) as e:
+    except (ClientError, RuntimeError) as e:
         say(f"error: {e}")
         summary["error"] = str(e)
         exit_code = 2
@@ -308,11 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code
 
 
-def _has_gpu(client: rc.ComfyClient) -> bool:
+def _has_gpu(client: ComfyClient) -> bool:
     try:
         devices = client.get_json("/system_stats").get("devices", [])
         return any(d.get("type") not in (None, "cpu") for d in devices)
-    except rc.ClientError:
+    except ClientError:
         return False
 
 

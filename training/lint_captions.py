@@ -13,7 +13,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rezcty_core.captions import WORDS_FILE, FileReport, lint_folder, load_word_lists
+from rezcty_core.sd.captions import WORDS_FILE, FileReport, lint_folder, load_word_lists
 
 FIX_LOG = "caption_fixes.log"
 

@@ -3,7 +3,7 @@
     python -m training.precompute_dinov2 --images DIR --out DIR [--model NAME_OR_PATH] [--pooling P] [--batch-size N]
 
 The feature-caching pass of the brief: only the eye is in memory. It uses the very function the
-DINOv2 Embed node uses (`rezcty_core.vision.embed_images`), so the cache key, the file name and the
+DINOv2 Embed node uses (`rezcty_core.eye.dinov2.embed_images`), so the cache key, the file name and the
 features are identical in training and inference. Embedding files are named `<key>.safetensors`
 (key = pixels + model weights + preprocessing + pooling) and land in `--cache` (default: `--out`);
 `manifest.jsonl` in `--out` has one line per input file, in sorted path order:
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rezcty_core.imageio import ImageLoadError, iter_image_files, load_image_rgb
-from rezcty_core.vision import (
+from rezcty_core.common.imageio import ImageLoadError, iter_image_files, load_image_rgb
+from rezcty_core.eye.dinov2 import (
     CACHE_FORMAT,
     POOLINGS,
     Dino,

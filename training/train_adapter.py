@@ -5,7 +5,7 @@
 
 Stage 1 trains the projector alone (alignment), stage 2 the projector and LoRA together; the
 loss is on the answer tokens only. QLoRA (4-bit NF4, double quant, bf16 compute) on CUDA, plain
-LoRA on the CPU. Writes OUT/ in the adapter folder format (rezcty_core/adapter.py) plus
+LoRA on the CPU. Writes OUT/ in the adapter folder format (rezcty_core/llm/adapter.py) plus
 `metrics.jsonl` (loss per step, then the held-out loss, BLEU and ROUGE-L) and `eval.json`.
 Checkpoints go to OUT/checkpoints/; `--resume` continues from the latest one.
 """
@@ -95,8 +95,8 @@ def load_model(args: argparse.Namespace, in_dim: int | None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rezcty_core.llm import _pick_device, quantization_config, resolve_base
-    from rezcty_core.projector import Projector
+    from rezcty_core.llm.model import _pick_device, quantization_config, resolve_base
+    from rezcty_core.llm.projector import Projector
 
     device = _pick_device(args.device)
     quant_name = args.quantization if args.quantization != "auto" else ("4bit-nf4" if device == "cuda" else "none")
@@ -136,8 +136,8 @@ def load_model(args: argparse.Namespace, in_dim: int | None):
 
 def inline_encoder(args: argparse.Namespace, device: str):
     """Benchmarking only: DINOv2 in memory, each image decoded and encoded inside the loop."""
-    from rezcty_core.imageio import load_image_rgb
-    from rezcty_core.vision import embed_images, load_dinov2
+    from rezcty_core.common.imageio import load_image_rgb
+    from rezcty_core.eye.dinov2 import embed_images, load_dinov2
 
     dino = load_dinov2("embedded", device=device)
 
@@ -157,8 +157,8 @@ def example_order(n: int, index: int, seed: int) -> int:
 
 
 def example_inputs(example, tokenizer, model, projector, specialist: str, max_length: int, vector=None):
-    from rezcty_core.llm import assemble_inputs, encode_chat
-    from rezcty_core.templates import build_messages
+    from rezcty_core.llm.model import assemble_inputs, encode_chat
+    from rezcty_core.llm.templates import build_messages
 
     vector = example.vector if vector is None else vector
     has_image = projector is not None and vector is not None
@@ -243,7 +243,7 @@ def evaluate(model, tokenizer, projector, examples, args, encode=None) -> dict:
     """Held-out loss, then greedy generations scored with BLEU-4 and ROUGE-L."""
     import torch
 
-    from rezcty_core.text_metrics import corpus_scores
+    from rezcty_core.llm.text_metrics import corpus_scores
 
     if not examples:
         return {"eval_loss": None, "samples": []}
@@ -274,9 +274,9 @@ def evaluate(model, tokenizer, projector, examples, args, encode=None) -> dict:
 def save_adapter(out: Path, model, projector, args, base_dir: Path, quant_name: str, data, train_info: dict) -> None:
     from safetensors.torch import save_file
 
-    from rezcty_core.adapter import PROJECTOR_FILE, AdapterConfig, model_fingerprint, write_adapter_config
-    from rezcty_core.llm import base_display_name
-    from rezcty_core.templates import template_info
+    from rezcty_core.llm.adapter import PROJECTOR_FILE, AdapterConfig, model_fingerprint, write_adapter_config
+    from rezcty_core.llm.model import base_display_name
+    from rezcty_core.llm.templates import template_info
 
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_lora:
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.encode_inline:
         if any(e.image_path is None for e in train + held):
             return fail(f"{args.data}: --encode-inline needs an `image_path` on every line")
-        from rezcty_core.llm import _pick_device
+        from rezcty_core.llm.model import _pick_device
 
         dino, encode = inline_encoder(args, _pick_device(args.device))
         in_dim = dino.dim

@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---- the token --------------------------------------------------------------------------------------------
 
 def lora_triggers(args: argparse.Namespace) -> set[str]:
-    from rezcty_core.captions import folder_trigger
+    from rezcty_core.sd.captions import folder_trigger
 
     found = {t.strip() for t in args.lora_triggers.split(",") if t.strip()}
     for root in args.data:
@@ -225,7 +225,7 @@ def train(args: argparse.Namespace) -> Path:
 
 
 def save_result(args: argparse.Namespace, model, vectors: torch.Tensor, step: int) -> Path:
-    from rezcty_core import lora_export
+    from rezcty_core.sd import lora_export
 
     recorded = {k: ([str(p) for p in v] if k == "data" else str(v) if isinstance(v, Path) else v)
                 for k, v in vars(args).items()}

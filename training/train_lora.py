@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from rezcty_core.sd15 import encode_prompts
+from rezcty_core.sd.sd15 import encode_prompts
 
 ROLE_DEFAULTS = {"style": (64, 32.0), "structure": (16, 8.0)}  # BRIEF: rank 64-128 / 16-32, alpha = rank/2
 OPTIMIZERS = ("auto", "AdamW", "AdamW8bit", "Prodigy", "Lion")
@@ -130,7 +130,7 @@ def pick_runtime(args: argparse.Namespace) -> Runtime:
 
 def lint_or_refuse(data: Path, trigger: str | None, allowed: bool, tool: str = "train_lora") -> None:
     """The linter runs first; violations stop training unless --allow-caption-violations."""
-    from rezcty_core.captions import lint_folder
+    from rezcty_core.sd.captions import lint_folder
 
     reports = [r for r in lint_folder(data, trigger=trigger) if r.violations]
     if not reports:
@@ -147,7 +147,7 @@ def lint_or_refuse(data: Path, trigger: str | None, allowed: bool, tool: str = "
 
 def load_base(args: argparse.Namespace, rt: Runtime):
     """The user's SD 1.5 checkpoint, offline; frozen weights in the run's precision."""
-    from rezcty_core.sd15 import CheckpointError, load_sd15
+    from rezcty_core.sd.sd15 import CheckpointError, load_sd15
 
     try:
         model = load_sd15(args.base, dtype=rt.weight_dtype, device=str(rt.device))
@@ -178,7 +178,7 @@ def scan_dataset(root: Path, default_caption: str | None = None) -> list[Item]:
     """Images under `root` (kohya `N_name` folders give N repeats) with their .txt captions."""
     from PIL import Image
 
-    from rezcty_core.captions import KOHYA_FOLDER, read_caption
+    from rezcty_core.sd.captions import KOHYA_FOLDER, read_caption
 
     if not root.is_dir():
         raise TrainingError(f"{root}: data folder not found")
@@ -206,7 +206,7 @@ def scan_dataset(root: Path, default_caption: str | None = None) -> list[Item]:
 
 def assign_buckets(items: list[Item], args: argparse.Namespace) -> list[Item]:
     """Bucket each image (no upscaling); images too small for --min-bucket-reso are skipped with a note."""
-    from rezcty_core.buckets import BucketSpec, bucket_for
+    from rezcty_core.sd.buckets import BucketSpec, bucket_for
 
     try:
         spec = BucketSpec(args.resolution, args.min_bucket_reso, args.max_bucket_reso, args.bucket_step)
@@ -229,8 +229,8 @@ def load_pixels(item: Item):
     """Bucket-sized pixels in [-1, 1], CHW float tensor."""
     import numpy as np
 
-    from rezcty_core.buckets import fit_to_bucket
-    from rezcty_core.imageio import ImageLoadError, load_image_rgb
+    from rezcty_core.common.imageio import ImageLoadError, load_image_rgb
+    from rezcty_core.sd.buckets import fit_to_bucket
 
     try:
         arr = fit_to_bucket(load_image_rgb(item.image), item.bucket)
@@ -276,7 +276,7 @@ def epoch_batches(items: list[Item], batch_size: int, seed: int, epoch: int) -> 
     """Batches of one epoch (repeats included), same-bucket only, in a seeded order."""
     import numpy as np
 
-    from rezcty_core.buckets import batches
+    from rezcty_core.sd.buckets import batches
 
     by_bucket: dict = {}
     for idx, it in enumerate(items):
@@ -323,7 +323,7 @@ def batch_latents(batch: list[Item], model, cached: bool, generator):
 # ---- network and optimiser ------------------------------------------------------------------------------
 
 def add_lora(model, args: argparse.Namespace):
-    from rezcty_core.lora_export import inject_lora
+    from rezcty_core.sd.lora_export import inject_lora
 
     te = model.text_encoder if args.train_text_encoder else None
     net = inject_lora(model.unet, te, args.rank, args.alpha, args.dropout)
@@ -602,7 +602,7 @@ def train(args: argparse.Namespace) -> Path:
 
 def save_result(args: argparse.Namespace, model, network, step: int) -> Path:
 
-    from rezcty_core import lora_export
+    from rezcty_core.sd import lora_export
 
     recorded = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     recorded["steps_done"] = step

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from rezcty_core import categories, keywords, stock_csv, xmp_iptc
-from rezcty_core.blocklists import Blocklist, load_blocklist
+from rezcty_core.common.blocklists import Blocklist, load_blocklist
+from rezcty_core.stock import adobe_csv as stock_csv
+from rezcty_core.stock import categories, keywords, xmp_iptc
 
 TITLE_MAX = 70
 DESCRIPTION_MAX = 200
@@ -199,7 +200,7 @@ def judge_user_text(clean: CleanPrompt, facts: ImageFacts | None) -> str:
 
 def validate_metadata_reply(obj: Any) -> dict:
     """The judge's JSON checked for what metadata needs: a title and a keyword list (raises ValueError)."""
-    from rezcty_core.templates import validate_judge_reply
+    from rezcty_core.llm.templates import validate_judge_reply
 
     reply = validate_judge_reply(obj)
     if not reply["title"].strip():
@@ -212,7 +213,7 @@ def validate_metadata_reply(obj: Any) -> dict:
 def llm_draft(llm: Any, clean: CleanPrompt, facts: ImageFacts | None, embedding: Any = None,
               seed: int = 0, retries: int = 2) -> Draft:
     """A draft from the judge LLM (`LoadedLLM.generate_json`); `source` says whether it succeeded."""
-    from rezcty_core.templates import build_messages
+    from rezcty_core.llm.templates import build_messages
 
     image = embedding if embedding is not None and getattr(llm, "can_see", False) else None
     messages = build_messages("judge", judge_user_text(clean, facts), has_image=image is not None)

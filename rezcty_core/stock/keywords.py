@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 
-from rezcty_core.paths import DATA_DIR
+from rezcty_core.common.paths import DATA_DIR
 
 METADATA_DATA = DATA_DIR / "metadata"
 

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from . import brisque as _brisque
-from .paths import DATA_DIR
+from rezcty_core.common.paths import DATA_DIR
+from rezcty_core.qc import brisque as _brisque
 
 REASON_CODES = (
     "low_resolution", "too_large", "blurry", "noisy", "overexposed", "underexposed", "low_contrast",
@@ -556,7 +556,7 @@ def measurements_text(measurements: dict, failed: list[dict]) -> str:
 
 def validate_llm_verdict(obj: Any) -> dict:
     """The judge's reply checked by the shared schema (templates.validate_judge_reply) plus an optional score."""
-    from .templates import validate_judge_reply
+    from rezcty_core.llm.templates import validate_judge_reply
 
     value = validate_judge_reply(obj)
     score = value.get("score")
@@ -573,7 +573,7 @@ def validate_llm_verdict(obj: Any) -> dict:
 
 def llm_verdict(llm: Any, measurements: dict, failed: list[dict], embedding: Any, profile: dict, seed: int = 0) -> dict:
     """Ask the judge specialist (a `LoadedLLM`); always returns a dict, `valid` False when no usable answer."""
-    from .templates import build_messages
+    from rezcty_core.llm.templates import build_messages
 
     opts = profile.get("llm", {})
     sees = embedding is not None and bool(getattr(llm, "can_see", False))
@@ -603,7 +603,7 @@ def judge_batch(images: list[np.ndarray], profile: dict, *, embeddings: list | N
     (this batch at once, the history file at the end) so a later copy of an accepted image is a duplicate."""
     import dataclasses
 
-    from .dedup import DuplicateIndex, History, fingerprint
+    from rezcty_core.qc.dedup import DuplicateIndex, History, fingerprint
 
     dup_opts = profile.get("duplicate", {})
     index = DuplicateIndex(int(dup_opts.get("phash_max_distance", 8)), float(dup_opts.get("embedding_min_cosine", 0.97)))

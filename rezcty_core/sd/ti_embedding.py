@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rezcty_core.lora_meta import TRIGGER_KEY, read_safetensors_metadata
+from rezcty_core.sd.lora_meta import TRIGGER_KEY, read_safetensors_metadata
 
 KNOWN_WIDTHS = "SD 1.x = 768, SD 2.x = 1024, SDXL clip_g = 1280"
 EXTENSIONS = (".safetensors", ".pt", ".bin", ".ckpt")

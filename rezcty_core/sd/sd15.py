@@ -2,7 +2,7 @@
 
 No hub access: the UNet config is read from the state-dict shapes (so a reduced-depth checkpoint
 loads as well as a real SD 1.5), the VAE and CLIP configs likewise, and the tokenizer is the real
-CLIP BPE built from the embedded open_clip vocabulary (`rezcty_core.clip_tokens`).
+CLIP BPE built from the embedded open_clip vocabulary (`rezcty_core.sd.clip_tokens`).
 """
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def make_noise_scheduler():
 
 def clip_tokenizer():
     """The real CLIP tokenizer (shared with the Whisperer's token counting)."""
-    from rezcty_core.clip_tokens import clip_tokenizer as shared
+    from rezcty_core.sd.clip_tokens import clip_tokenizer as shared
 
     return shared()
 

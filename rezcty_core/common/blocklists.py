@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from rezcty_core.paths import DATA_DIR
+from rezcty_core.common.paths import DATA_DIR
 
 BLOCKLIST_DIR = DATA_DIR / "blocklists"
 ENV_DIRS = "REZCTY_BLOCKLIST_DIR"

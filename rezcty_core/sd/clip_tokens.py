@@ -15,7 +15,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from rezcty_core.paths import embedded_dir, embedded_raw
+from rezcty_core.common.paths import embedded_dir, embedded_raw
 
 # One 77-token CLIP window minus the start and end tokens.
 CLIP_CONTENT_TOKENS = 75

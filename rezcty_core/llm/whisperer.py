@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from rezcty_core.clip_tokens import CLIP_CONTENT_TOKENS, count_clip_tokens, truncate_to_clip_tokens
+from rezcty_core.sd.clip_tokens import CLIP_CONTENT_TOKENS, count_clip_tokens, truncate_to_clip_tokens
 
 # The brief's sampling for the Whisperer.
 DEFAULT_SAMPLING = {"temperature": 0.75, "top_p": 0.95, "top_k": 50}
@@ -327,7 +327,7 @@ def idea_seeds(ideas: list[str], seed: int) -> list[int]:
 # -- generation --------------------------------------------------------------------------------------
 def whisperer_messages(idea: str, has_image: bool, few_shot: bool) -> list[dict]:
     """The chat the LLM sees: the shared whisperer template, with worked examples for an untrained base."""
-    from rezcty_core import templates
+    from rezcty_core.llm import templates
 
     messages = templates.build_messages("whisperer", idea, has_image)
     if few_shot:
@@ -401,7 +401,7 @@ def check_can_see(llm: Any, image: Any) -> None:
                          "load a whisperer adapter trained with image embeddings, or disconnect image_embedding")
     config = getattr(llm, "config", None)
     if config is not None:
-        from rezcty_core.adapter import check_eye
+        from rezcty_core.llm.adapter import check_eye
 
         check_eye(config, getattr(llm, "adapter_name", "") or "", dict(getattr(image, "meta", {}) or {}))
 

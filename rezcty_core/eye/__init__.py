@@ -1,0 +1,4 @@
+"""The eye: DINOv2 loading, embedding and the on-disk feature cache, plus the ONNX conversion of the embedded model.
+
+Entry points: `dinov2.load_dinov2()`, `dinov2.embed_images()`, `dinov2.ImageEmbedding`.
+"""

@@ -1,0 +1,179 @@
+"""The command line of the headless client (`python -m rezcty_core.client ...`): drive a ComfyUI server headless through its HTTP and websocket API: one run or a resumable batch.
+
+    python -m rezcty_core.client run WORKFLOW_API.json --server URL [--set NODE.INPUT=VALUE ...] [--out DIR]
+    python -m rezcty_core.client batch WORKFLOW_API.json --server URL [--server URL2 ...] --out DIR
+        (--ideas FILE | --prompts FILE.json | --images DIR) [--bind NODE.INPUT] [--set ...]
+    python -m rezcty_core.client check WORKFLOW_API.json --server URL [--set ...]
+    python -m rezcty_core.client free --server URL
+
+Before anything is queued the graph is checked against the server's /object_info: unknown
+(missing) node types, missing models, bad combo values, out-of-range numbers and broken links are
+listed together, one line each. Local image files given to an image-upload input are uploaded
+through /upload/image. Progress comes from the websocket, with /history polled as a fallback, and
+every wait has a timeout. Outputs are downloaded through /view.
+
+A batch keeps an append-only manifest (OUT/manifest.jsonl). Every item has a stable key (a hash
+of its content and occurrence) and every attempt a deterministic prompt_id, so a re-run of the
+same command after the client or the server was stopped asks the server what happened to each
+unfinished prompt: finished ones are collected, running ones awaited, lost ones queued again —
+no item is lost and none is produced twice. One failing item is recorded and the rest go on;
+several --server URLs share one batch.
+
+Standard library plus websocket-client (and tqdm for the progress bar when installed); never
+imports ComfyUI, so it runs on any machine that can reach the server (a laptop, Colab).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rezcty_core.factory.api import ComfyClient
+from rezcty_core.factory.batch import (
+    default_bind,
+    items_from_ideas,
+    items_from_images,
+    items_from_prompts,
+    write_prompts_json,
+)
+from rezcty_core.factory.errors import ClientError
+from rezcty_core.factory.pool import Batch
+from rezcty_core.factory.workflow import apply_sets, load_workflow
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+def _event_printer() -> Callable[[dict], None]:
+    def show(msg: dict) -> None:
+        data = msg.get("data") or {}
+        if msg.get("type") == "executing" and data.get("node"):
+            print(f"[client] running node {data['node']}", file=sys.stderr, flush=True)
+        elif msg.get("type") == "progress":
+            print(f"\r[client] node {data.get('node')}: {data.get('value')}/{data.get('max')}", end="",
+                  file=sys.stderr, flush=True)
+    return show
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    graph = apply_sets(load_workflow(args.workflow), args.set)
+    client = ComfyClient(args.server[0])
+    result = client.run(graph, out_dir=args.out, timeout=args.timeout, on_event=_event_printer())
+    texts = result.texts()
+    for node_id, values in texts.items():
+        title = graph.get(node_id, {}).get("_meta", {}).get("title", graph.get(node_id, {}).get("class_type"))
+        for v in values:
+            print(f"{title} [{node_id}]: {v}")
+    if args.out:
+        Path(args.out, "outputs.json").write_text(json.dumps({"prompt_id": result.prompt_id, "outputs": result.outputs},
+                                                             indent=1, ensure_ascii=False), encoding="utf-8")
+        for f in result.files:
+            print(f)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    graph = apply_sets(load_workflow(args.workflow), args.set)
+    client = ComfyClient(args.server[0])
+    uploaded = {v for node in graph.values() for v in node.get("inputs", {}).values()
+                if isinstance(v, str) and Path(os.path.expanduser(v)).is_file()}
+    client.check(graph, uploaded)
+    print(f"{args.workflow}: OK on {client.url}")
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    graph = apply_sets(load_workflow(args.workflow), args.set)
+    sources = [s for s in (args.ideas, args.prompts, args.images) if s]
+    if len(sources) != 1:
+        raise ClientError("batch: give exactly one of --ideas FILE, --prompts FILE.json, --images DIR")
+    kind = "ideas" if args.ideas else "prompts" if args.prompts else "images"
+    bind = args.bind or default_bind(graph, kind)
+    if not bind:
+        raise ClientError(f"batch: no input to bind the {kind} to; give --bind NODE.INPUT")
+    maps = dict(m.split("=", 1) for m in args.map)
+    if kind == "ideas":
+        items = items_from_ideas(Path(args.ideas), bind)
+    elif kind == "prompts":
+        items = items_from_prompts(Path(args.prompts), bind, maps)
+    else:
+        text_bind = args.bind_text if args.bind_text is not None else default_bind(graph, "image_text")
+        items = items_from_images(Path(args.images), bind, text_bind or None)
+    batch = Batch(graph, items, args.server, args.out, timeout=args.timeout,
+                  unreachable_timeout=args.server_timeout, retry_failed=args.retry_failed, progress=not args.quiet)
+    report = batch.run()
+    if kind == "ideas":
+        rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
+        write_prompts_json(rows, args.collect, batch.out_dir / "prompts.json")
+    print(f"{len(report.done)} done, {len(report.failed)} failed, {len(report.pending)} pending -> {batch.out_dir}")
+    for key, err in report.failed.items():
+        print(f"  failed {key}: {err.splitlines()[0] if err else ''}")
+    if report.pending:
+        print("  pending items remain (server unreachable?): run the same command again to resume")
+        return 3
+    return 1 if report.failed else 0
+
+
+def cmd_free(args: argparse.Namespace) -> int:
+    for url in args.server:
+        ComfyClient(url).free()
+        print(f"{url}: models unloaded")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m rezcty_core.client", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, workflow: bool = True) -> None:
+        if workflow:
+            p.add_argument("workflow", help="API-format workflow JSON (workflows/*.api.json)")
+            p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                           help="change an input; NODE is an id, a title or a class used once")
+        p.add_argument("--server", action="append", required=True, metavar="URL",
+                       help="ComfyUI server, e.g. http://127.0.0.1:8188 (repeat for a pool in batch mode)")
+
+    p = sub.add_parser("run", help="run one workflow and download its outputs")
+    common(p)
+    p.add_argument("--out", default=None, help="folder for the downloaded outputs")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the prompt")
+    p = sub.add_parser("check", help="only check the workflow against the server")
+    common(p)
+    p = sub.add_parser("batch", help="run a workflow once per idea, prompt or image, resumably")
+    common(p)
+    p.add_argument("--out", required=True, help="batch folder (manifest.jsonl, results.json, files/)")
+    p.add_argument("--ideas", help="text file, one idea per line (line 1)")
+    p.add_argument("--prompts", help="JSON list of prompts, e.g. line 1's prompts.json (line 2)")
+    p.add_argument("--images", help="folder of images, NAME.txt next to an image holds its prompt (line 3)")
+    p.add_argument("--bind", help="NODE.INPUT that receives each item (default: from the node types)")
+    p.add_argument("--bind-text", default=None, help="NODE.INPUT for an image's sidecar prompt ('' for none)")
+    p.add_argument("--map", action="append", default=[], metavar="FIELD=NODE.INPUT",
+                   help="with --prompts: bind another field of each entry, e.g. seed=KSampler.seed")
+    p.add_argument("--collect", default=None, help="node id whose text is the prompt in prompts.json (ideas)")
+    p.add_argument("--retry-failed", action="store_true", help="run items that failed before once more")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one item")
+    p.add_argument("--server-timeout", type=float, default=60.0,
+                   help="seconds a server may stay unreachable before the batch stops (resume later)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("free", help="unload models on the server(s) (between lines)")
+    common(p, workflow=False)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"run": cmd_run, "check": cmd_check, "batch": cmd_batch, "free": cmd_free}[args.command]
+    try:
+        return handler(args)
+    except ClientError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
