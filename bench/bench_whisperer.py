@@ -21,8 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rezcty_core.llm import whisperer  # noqa: E402
-from rezcty_core.llm.model import encode_chat, load_llm, templates  # noqa: E402
+from rezcty_core.llm import (
+    templates,  # noqa: E402
+    whisperer,  # noqa: E402
+)
+from rezcty_core.llm.model import encode_chat, load_llm  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

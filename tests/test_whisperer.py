@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 from fixtures.tiny_llm import tiny_adapter_dir, tiny_embedding, tiny_llm_dir
 
+from rezcty_core.llm import templates
 from rezcty_core.llm import whisperer as w
-from rezcty_core.llm.model import load_llm, templates
+from rezcty_core.llm.model import load_llm
 from rezcty_core.sd.clip_tokens import count_clip_tokens
 
 TRIGGERS = w.parse_triggers("rezcty_style, rezcty_structure")
