@@ -2,7 +2,8 @@
 
     python -m training.train_embedding --data DIR --base CKPT --out FILE --token WORD [--num-vectors N]
 
-Recipe: lint the captions (each set's trigger is its kohya folder name) -> load the checkpoint offline ->
+Recipe: lint the captions (each set with its own trigger: --trigger, its kohya folder name, or the last word its
+captions share; other sets' triggers stay refused) -> load the checkpoint offline ->
 bucket + cache latents (same cache as train_lora) -> add the new token(s) to the tokenizer and learn
 only their vectors, with every LoRA trigger in the captions replaced by the token -> write an A1111-style
 `emb_params` .safetensors that ComfyUI's embeddings folder loads (`embedding:NAME`), with rezcty metadata.
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--base", required=True, type=Path, help="SD 1.5 single-file checkpoint")
     io.add_argument("--out", required=True, type=Path, help="embedding file (.safetensors), e.g. models/embeddings/rezcty_genius.safetensors")
     io.add_argument("--token", required=True, help="the embedding's trigger, e.g. rezcty_genius (must differ from the LoRA triggers)")
+    io.add_argument("--trigger", action="append", default=None, metavar="WORD",
+                    help="the trigger the captions of a --data set end with (once per --data, in order); default: the "
+                         "kohya folder name, else the last word the set's captions share")
     io.add_argument("--lora-triggers", default=DEFAULT_LORA_TRIGGERS,
                     help="comma-separated LoRA triggers; replaced by the token in captions (kohya folder names are added)")
     io.add_argument("--num-vectors", type=int, default=2, help="vectors per token (1-16)")
@@ -122,6 +126,65 @@ def check_token(args: argparse.Namespace) -> set[str]:
     return triggers
 
 
+def caption_last_word(text: str) -> str | None:
+    """`a red cube, rezcty_style` -> `rezcty_style` (the last comma part when it is one word)."""
+    last = text.rsplit(",", 1)[-1].strip().rstrip(".;").strip()
+    return last if re.fullmatch(r"[\w\-]+", last) else None
+
+
+def set_trigger(root: Path, given: str | None) -> str | None:
+    """The trigger one set's captions end with: `given`, else None when kohya `N_name` folders name it (the
+    linter reads those per caption), else the last word more than half of the set's captions share."""
+    from collections import Counter
+
+    from rezcty_core.sd.captions import caption_files, folder_trigger, read_caption
+
+    if given:
+        return given
+    captions, _ = caption_files(root)
+    if not captions or any(folder_trigger(p.parent) for p in captions):
+        return None
+    words: Counter = Counter()
+    for path in captions:
+        try:
+            word = caption_last_word(read_caption(path))
+        except ValueError:
+            continue  # the linter reports the unreadable file
+        if word:
+            words[word] += 1
+    if not words:
+        return None
+    word, n = words.most_common(1)[0]
+    return word if 2 * n > len(captions) and (n >= 2 or len(captions) == 1) else None
+
+
+def set_triggers(args: argparse.Namespace) -> list[str | None]:
+    """One trigger (or None: kohya folders / no shared trigger) per --data set."""
+    given = args.trigger or []
+    if given and len(given) != len(args.data):
+        raise TrainingError(f"{len(given)} --trigger for {len(args.data)} --data: give one --trigger per --data "
+                            "set, in the same order (or none, to read them from the folders and captions)")
+    triggers = [set_trigger(root, given[i] if given else None) for i, root in enumerate(args.data)]
+    for root, trigger in zip(args.data, triggers):
+        if trigger and trigger.lower() == args.token.lower():
+            raise TrainingError(f"{root}: its captions end with the token {args.token!r}; they must end with the set's "
+                                "LoRA trigger (it is replaced by the token while training)")
+    return triggers
+
+
+def lint_sets(args: argparse.Namespace, set_trigger_words: list[str | None], lora_words: set[str]) -> None:
+    """Each set is linted with its own trigger; every other set's trigger (and the known ones) stays refused."""
+    from dataclasses import replace
+
+    from rezcty_core.sd.captions import load_word_lists
+
+    base = load_word_lists()
+    known = sorted(set(base.triggers) | lora_words | {t for t in set_trigger_words if t})
+    lists = replace(base, triggers=known)
+    for root, trigger in zip(args.data, set_trigger_words):
+        lint_or_refuse(root, trigger, args.allow_caption_violations, tool="train_embedding", lists=lists)
+
+
 def token_words(token: str, n: int) -> list[str]:
     """The placeholder words in the tokenizer: `token`, `token_1`, ... (ComfyUI just sees one embedding)."""
     return [token] + [f"{token}_{i}" for i in range(1, n)]
@@ -168,8 +231,9 @@ def train(args: argparse.Namespace) -> Path:
 
     rt = pick_runtime(args)
     triggers = check_token(args)
-    for root in args.data:
-        lint_or_refuse(root, None, args.allow_caption_violations, tool="train_embedding")
+    own = set_triggers(args)
+    triggers |= {t for t in own if t}
+    lint_sets(args, own, triggers)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     args.train_text_encoder = False

@@ -128,11 +128,11 @@ def pick_runtime(args: argparse.Namespace) -> Runtime:
     return Runtime(device, dtype, None if mp == "no" else dtype, gc)
 
 
-def lint_or_refuse(data: Path, trigger: str | None, allowed: bool, tool: str = "train_lora") -> None:
+def lint_or_refuse(data: Path, trigger: str | None, allowed: bool, tool: str = "train_lora", lists=None) -> None:
     """The linter runs first; violations stop training unless --allow-caption-violations."""
     from rezcty_core.sd.captions import lint_folder
 
-    reports = [r for r in lint_folder(data, trigger=trigger) if r.violations]
+    reports = [r for r in lint_folder(data, trigger=trigger, lists=lists) if r.violations]
     if not reports:
         return
     for r in reports[:20]:
