@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--encode-inline", action="store_true",
                     help="benchmarking: encode `image_path` images with DINOv2 inside the loop instead of reading cached embeddings")
     ap.add_argument("--max-length", type=int, default=1024, help="longer examples are truncated (answer end first)")
-    ap.add_argument("--eval-data", type=Path, default=None, help="held-out dataset.jsonl (default: split off --eval-fraction)")
+    ap.add_argument("--eval-data", type=Path, default=None, help="held-out dataset.jsonl (default: held_out.jsonl beside --data when "
+                    "build_dataset wrote one, else split off --eval-fraction)")
     ap.add_argument("--eval-fraction", type=float, default=0.1)
     ap.add_argument("--eval-generate", type=int, default=8, help="held-out samples to generate for BLEU/ROUGE (-1: all)")
     ap.add_argument("--eval-max-new-tokens", type=int, default=96)
@@ -79,6 +80,10 @@ def load_data(args: argparse.Namespace):
     data = read_dataset(args.data, args.specialist, args.strict, text_only=args.text_only)
     for problem in data.problems:
         print(problem, file=sys.stderr)
+    beside = args.data.parent / "held_out.jsonl"
+    if args.eval_data is None and args.eval_fraction > 0 and beside.is_file() and beside.resolve() != args.data.resolve():
+        args.eval_data = beside  # build_dataset's split by subject
+        print(f"train_adapter: held-out examples from {beside} (build_dataset's subject split)", file=sys.stderr)
     if args.eval_data:
         held = read_dataset(args.eval_data, args.specialist, args.strict, text_only=args.text_only)
         for problem in held.problems:
