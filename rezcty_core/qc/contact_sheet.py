@@ -18,7 +18,7 @@ THUMB = 256
 KEY_MEASUREMENTS = (("megapixels", "MP"), ("blur_sigma_px", "blur px"), ("noise_sigma", "noise"),
                     ("jpeg_blockiness", "blocks"), ("jpeg_quality", "JPEG q"), ("banding_ratio", "banding"),
                     ("channel_range", "range"),
-                    ("mean_luma", "luma"), ("brisque", "BRISQUE"))
+                    ("mean_luma", "luma"), ("brisque", "BRISQUE"), ("text_boxes", "text"))
 COLOURS = {"pass": (46, 160, 67), "reject": (207, 34, 46)}
 
 
@@ -99,7 +99,10 @@ def write_contact_sheet(entries: list[dict], images: list[np.ndarray], folder: s
     """Write `<stem>.html` and `<stem>.png` into `folder`; returns both paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    thumbs = [thumbnail(img) for img in images]
+    from rezcty_core.qc.text import draw_regions
+
+    thumbs = [draw_regions(thumbnail(img), e.get("text_regions", []), np.asarray(img).shape[:2])
+              for e, img in zip(entries, images)]
     html_path, png_path = folder / f"{stem}.html", folder / f"{stem}.png"
     html_path.write_text(render_html(entries, thumbs, title), encoding="utf-8")
     render_png(entries, thumbs).save(png_path)
