@@ -26,6 +26,8 @@ Measurements (all in 8-bit levels or pixels of the image as given):
   or saved at about 90+)
 * banding: `banding_ratio` (share of isolated plateau steps that jump >= 2 levels), `banding_edge_pct`
 * `brisque`: BRISQUE score on a copy of at most `brisque_max_megapixels`
+* `upsample_missing_db`, `upsample_factor`: detail missing above 1/2, 1/3 or 1/4 of Nyquist (a plain
+  interpolated enlargement), see rezcty_core/qc/upsampling.py
 """
 from __future__ import annotations
 
@@ -40,11 +42,12 @@ from scipy import ndimage
 
 from rezcty_core.common.paths import DATA_DIR
 from rezcty_core.qc import brisque as _brisque
+from rezcty_core.qc import upsampling as _upsampling
 
 REASON_CODES = (
     "low_resolution", "too_large", "blurry", "noisy", "overexposed", "underexposed", "low_contrast",
     "color_cast", "oversaturated", "jpeg_artifacts", "banding", "poor_quality", "duplicate", "llm_reject", "qc_error",
-    "text",
+    "text", "upsampled",
 )
 BUILTIN_PROFILE_DIR = DATA_DIR / "qc_profiles"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -461,6 +464,7 @@ def measure(rgb: np.ndarray, min_pixels: int = 4_000_000, brisque_max_megapixels
     m.update(measure_jpeg(luma))
     m.update(measure_banding(rgb))
     m.update(measure_brisque(rgb, brisque_max_megapixels))
+    m.update(_upsampling.measure_upsampling(rgb, luma))
     if blur is not None:
         m.update(blur.result())
     return m

@@ -1,0 +1,75 @@
+"""Plain-upscale detection without the server: Lanczos/bicubic enlargements vs native photos and renders."""
+from __future__ import annotations
+
+import copy
+import io
+
+import numpy as np
+import pytest
+from image_samples import photo, skimage_photo
+from PIL import Image
+
+from rezcty_core.qc import checks as qc
+from rezcty_core.qc import synth as qc_synth
+from rezcty_core.qc import upsampling
+
+
+@pytest.fixture(scope="module")
+def small_profile():
+    p = copy.deepcopy(qc.load_profile("adobe_stock"))
+    p["checks"]["resolution_min"]["enabled"] = False
+    return p
+
+
+def enlarge(rgb: np.ndarray, factor: int, source: int | None = 256, method=Image.LANCZOS) -> np.ndarray:
+    im = Image.fromarray(rgb)
+    if source:
+        im.thumbnail((source, source), Image.LANCZOS)
+    return np.asarray(im.resize((im.width * factor, im.height * factor), method))
+
+
+def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def codes(rgb, prof, full=False):
+    """Reason codes from the profile; the upscale measurement alone unless `full` (every technical check)."""
+    m = qc.measure(rgb) if full else upsampling.measure_upsampling(rgb)
+    return qc.unique_codes(qc.failed_checks(m, prof))
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "coffee.png", "rocket.jpg"])
+def test_lanczos_x4_is_upsampled_and_the_native_photo_is_not(name, small_profile):
+    native = skimage_photo(name)
+    m = upsampling.measure_upsampling(native)
+    assert m["upsample_missing_db"] < small_profile["checks"]["upsampled"]["max"], m
+    assert "upsampled" not in codes(native, small_profile, full=name == "astronaut.png")
+    big = enlarge(native, 4)
+    m = upsampling.measure_upsampling(big)
+    assert m["upsample_missing_db"] > small_profile["checks"]["upsampled"]["max"] and m["upsample_factor"] == 4, m
+    assert "upsampled" in codes(big, small_profile, full=name == "astronaut.png")
+
+
+def test_lanczos_x2_and_bicubic_x4_are_upsampled_sharp_renders_are_not(small_profile):
+    native = skimage_photo("chelsea.png")
+    m2 = upsampling.measure_upsampling(enlarge(native, 2, None))
+    assert m2["upsample_factor"] == 2 and "upsampled" in codes(enlarge(native, 2, None), small_profile), m2
+    assert "upsampled" in codes(enlarge(native, 4, 256, Image.BICUBIC), small_profile)
+    for seed in range(3):
+        render = qc_synth.clean_image(seed)
+        assert "upsampled" not in codes(render, small_profile), (seed, upsampling.measure_upsampling(render))
+    for name in ("china.jpg", "flower.jpg"):
+        assert "upsampled" not in codes(np.asarray(photo(name)), small_profile), name
+
+
+def test_jpeg_of_a_native_photo_is_not_an_upscale(small_profile):
+    assert "upsampled" not in codes(jpeg(skimage_photo("astronaut.png"), 75), small_profile)
+
+
+@pytest.mark.parametrize("shape,value", [((1, 1, 3), 0), ((63, 500, 3), 128), ((300, 300, 3), 0),
+                                         ((256, 256, 3), 255)])
+def test_degenerate_images_are_not_measured(shape, value):
+    m = upsampling.measure_upsampling(np.full(shape, value, np.uint8))
+    assert m["upsample_missing_db"] is None and m["upsample_factor"] is None
