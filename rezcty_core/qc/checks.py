@@ -471,12 +471,14 @@ def measure(rgb: np.ndarray, min_pixels: int = 4_000_000, brisque_max_megapixels
 
 
 def measure_with_profile(rgb: np.ndarray, profile: dict) -> dict[str, Any]:
+    from rezcty_core.qc import people as _people
     from rezcty_core.qc import text as _text
 
     opts = profile.get("measure", {})
     m = measure(rgb, min_pixels=int(opts.get("min_pixels", 4_000_000)),
                 brisque_max_megapixels=float(opts.get("brisque_max_megapixels", 0.5)))
     _text.add_measurements(m, rgb, profile)  # text/watermarks (rezcty_core/qc/text.py); may add checks_not_run
+    _people.add_measurements(m, rgb, profile)  # faces, hands (rezcty_core/qc/people.py): flags, never a reason
     return m
 
 
@@ -613,6 +615,7 @@ def judge_batch(images: list[np.ndarray], profile: dict, *, embeddings: list | N
     (this batch at once, the history file at the end) so a later copy of an accepted image is a duplicate."""
     import dataclasses
 
+    from rezcty_core.qc import people as _people
     from rezcty_core.qc import text as _text
     from rezcty_core.qc.dedup import DuplicateIndex, History, fingerprint
 
@@ -644,6 +647,7 @@ def judge_batch(images: list[np.ndarray], profile: dict, *, embeddings: list | N
         tscore = technical_score(m, failed, profile)
         llm_entry = llm_verdict(llm, m, failed, emb, profile, seed + i) if llm is not None else None
         extras = _text.entry_extras(m)
+        extras.update(_people.entry_flags(m, profile))  # flags: people, hands
         entry = {"index": i, **combine_verdicts(reasons, tscore, llm_entry, profile), "measurements": m,
                  "technical_score": tscore, "failed_checks": failed, **extras}
         if m.get("checks_not_run"):

@@ -388,6 +388,16 @@ def qc_entries(report: str | list | None, n_images: int) -> list[dict | None]:
                      "connect the same batch the QC Judge saw, or its 'passed' output")
 
 
+def qc_people_hint(entry: dict | None) -> tuple[int | None, list[str]]:
+    """(category, keywords) from a QC entry's flags (rezcty_core/qc/people.py): a face found means Adobe's
+    13 People and people words; a large face adds portrait words."""
+    flags = (entry or {}).get("flags") or []
+    if "people" not in flags:
+        return None, []
+    share = float(((entry or {}).get("measurements") or {}).get("face_max_share") or 0.0)
+    return 13, ["people", "person", "human", *(("portrait", "face") if share >= 0.02 else ())]
+
+
 # --- reproducibility -----------------------------------------------------------------------
 
 MODEL_INPUTS = {"ckpt_name": "checkpoints", "lora_name": "loras", "style_lora": "loras", "structure_lora": "loras",
@@ -489,8 +499,12 @@ def write_batch(frames: list[np.ndarray], prompt: str, output_dir: str | Path, o
         entry: dict[str, Any] = {"index": index, "error": None}
         try:
             emb = embeddings[index] if embeddings and index < len(embeddings) else None
-            meta = build_metadata(prompt, pixels, category=opts.category, llm=llm, embedding=emb,
-                                  seed=seeds[0] if seeds else 0, blocklist=blocklist)
+            hint_category, hint_keywords = qc_people_hint(qc[index])
+            auto = categories.parse_category(opts.category) is None
+            meta = build_metadata(prompt, pixels, category=hint_category if auto and hint_category else opts.category,
+                                  llm=llm, embedding=emb, seed=seeds[0] if seeds else 0, blocklist=blocklist)
+            if hint_keywords:  # the QC judge saw people: their words early in the list (Adobe weighs the first 10)
+                meta.keywords = clean_keywords(meta.keywords[:5] + hint_keywords + meta.keywords[5:], blocklist)
             verdict = str((qc[index] or {}).get("verdict", "")).lower() or None
             target = folder / "rejected" if verdict == "reject" else folder
             path = stock_csv.reserve_filename(target, stem or meta.title)
