@@ -78,7 +78,7 @@ def tokenizer_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def clip_tokenizer():
-    """A transformers `CLIPTokenizer` (the slow one, as ComfyUI uses) on the embedded CLIP vocabulary."""
+    """A transformers `CLIPTokenizer` (as ComfyUI loads it) on the embedded CLIP vocabulary."""
     from transformers import CLIPTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -86,9 +86,10 @@ def clip_tokenizer():
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # silence "ftfy not installed": ComfyUI runs the same fallback
     try:
-        tok = CLIPTokenizer(
-            vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"),
-            bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
+        # from_pretrained reads vocab.json + merges.txt the same way in transformers 4 and 5 (5 renamed the
+        # constructor's file arguments), as ComfyUI's own sd1_tokenizer does
+        tok = CLIPTokenizer.from_pretrained(
+            str(folder), bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
             pad_token="<|endoftext|>", model_max_length=77,
         )
     finally:
