@@ -1,0 +1,73 @@
+"""QC that sees (issue 20 part 2) through the real server: plain upscales rejected with `upsampled`, people
+flagged (never rejected) and passed on to the Metadata Writer as category 13 People with people keywords."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from image_samples import skimage_photo
+from PIL import Image
+
+PROFILE = "qc_sees_small"  # adobe_stock with a 0.2 MP minimum (the photos are ~0.25 MP), a user profile
+
+
+def small_profile(comfy) -> str:
+    folder = comfy.base_dir / "user" / "rezcty" / "qc_profiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{PROFILE}.json").write_text(json.dumps(
+        {"extends": "adobe_stock", "checks": {"resolution_min": {"min": 0.2}}}))
+    return PROFILE
+
+
+def save_input(comfy, name: str, rgb: np.ndarray) -> str:
+    comfy.input_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(comfy.input_dir / name)
+    return name
+
+
+def batch_graph(files: list[str], profile: str, writer_prompt: str | None = None) -> dict:
+    graph: dict = {}
+    for i, name in enumerate(files):
+        graph[f"l{i}"] = {"class_type": "LoadImage", "inputs": {"image": name}}
+    last = ["l0", 0]
+    for i in range(1, len(files)):
+        graph[f"s{i}"] = {"class_type": "ImageScale", "inputs": {"image": [f"l{i}", 0], "upscale_method": "nearest-exact",
+                                                                  "width": 512, "height": 512, "crop": "center"}}
+        graph[f"b{i}"] = {"class_type": "ImageBatch", "inputs": {"image1": last, "image2": [f"s{i}", 0]}}
+        last = [f"b{i}", 0]
+    graph["judge"] = {"class_type": "RezctyQCJudge", "inputs": {"images": last, "profile": profile}}
+    graph["report"] = {"class_type": "PreviewAny", "inputs": {"source": ["judge", 2]}}
+    if writer_prompt is not None:
+        graph["writer"] = {"class_type": "RezctyMetadataWriter", "inputs": {
+            "images": last, "prompt": writer_prompt, "filename_prefix": "qc_sees/", "csv_name": "qc_sees.csv",
+            "category": "auto", "qc_report": ["judge", 2]}}
+        graph["meta"] = {"class_type": "PreviewAny", "inputs": {"source": ["writer", 0]}}
+    return graph
+
+
+def test_lanczos_x4_enlargement_is_rejected_as_upsampled(comfy):
+    profile = small_profile(comfy)
+    native = np.asarray(Image.fromarray(skimage_photo("chelsea.png")).crop((0, 0, 256, 256)))
+    big = np.asarray(Image.fromarray(native).resize((1024, 1024), Image.LANCZOS))
+    sharp = skimage_photo("astronaut.png")
+    files = [save_input(comfy, "qc_sees_lanczos4.png", big), save_input(comfy, "qc_sees_sharp.png", sharp)]
+    # the second image goes through a nearest-exact 512x512 scale: the same pixels (astronaut is 512x512)
+    report = json.loads(comfy.run(batch_graph(files, profile)).text("report")[0])
+    assert report[0]["verdict"] == "reject" and "upsampled" in report[0]["reasons"], report[0]["reasons"]
+    assert report[0]["measurements"]["upsample_factor"] == 4
+    assert "upsampled" not in report[1]["reasons"], report[1]["measurements"]["upsample_missing_db"]
+
+
+def test_astronaut_is_flagged_people_and_the_writer_files_it_under_people(comfy):
+    profile = small_profile(comfy)
+    files = [save_input(comfy, "qc_sees_astronaut.png", skimage_photo("astronaut.png")),
+             save_input(comfy, "qc_sees_rocket.png", skimage_photo("rocket.jpg"))]
+    result = comfy.run(batch_graph(files, profile, writer_prompt="space rocket launch at dawn, clear sky"))
+    report = json.loads(result.text("report")[0])
+    assert "people" in report[0]["flags"] and report[0]["measurements"]["faces"] == 1
+    assert "people" not in report[1]["flags"] and report[1]["measurements"]["faces"] == 0
+    assert not {"people", "hands"} & set(report[0]["reasons"])  # a flag, never a rejection reason
+    assert report[0]["people_regions"][0]["kind"] == "face"
+    written = json.loads(result.text("meta")[0])
+    assert written[0]["category"] == 13 and "people" in written[0]["keywords"], written[0]
+    assert written[1]["category"] != 13 and "people" not in written[1]["keywords"], written[1]
