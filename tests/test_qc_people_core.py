@@ -8,7 +8,7 @@ import pytest
 from image_samples import skimage_photo
 
 from rezcty_core.qc import checks as qc
-from rezcty_core.qc import people
+from rezcty_core.qc import contact_sheet, people
 from rezcty_core.stock.metadata import qc_people_hint
 
 
@@ -29,7 +29,7 @@ def test_astronaut_has_a_face_and_a_landscape_has_none():
         assert not not_run and m["faces"] == 0 and m["hands"] == 0, (name, m)
 
 
-def test_batch_flags_people_never_rejects_for_it_and_gives_the_metadata_hint(small_profile):
+def test_batch_flags_people_never_rejects_for_it_and_gives_the_metadata_hint(small_profile, tmp_path):
     astronaut, rocket = skimage_photo("astronaut.png"), skimage_photo("rocket.jpg")
     entries = qc.judge_batch([astronaut, rocket], small_profile)
     assert "people" in entries[0]["flags"] and "people" not in entries[1]["flags"]
@@ -38,6 +38,9 @@ def test_batch_flags_people_never_rejects_for_it_and_gives_the_metadata_hint(sma
     category, words = qc_people_hint(entries[0])
     assert category == 13 and "people" in words and "portrait" in words
     assert qc_people_hint(entries[1]) == (None, [])
+    html_path, png_path = contact_sheet.write_contact_sheet(entries, [astronaut, rocket], tmp_path, "sheet")
+    page = html_path.read_text()
+    assert page.count("check: people") == 1 and png_path.is_file()
 
 
 @pytest.mark.parametrize("shape,value", [((1, 1, 3), 0), ((480, 640, 3), 0), ((5000, 7000, 3), 90)])

@@ -49,11 +49,13 @@ def render_html(entries: list[dict], thumbs: list[Image.Image], title: str = "re
         meas = " · ".join(_key_lines(entry.get("measurements", {})))
         llm = entry.get("llm") or {}
         llm_line = f"<div class=llm>LLM: {html.escape(str(llm.get('status', '')))}</div>" if llm else ""
+        flags = entry.get("flags") or []  # people / hands: for the reviewer, never a rejection by default
+        flag_line = f"<div class=flags>check: {html.escape(', '.join(flags))}</div>" if flags else ""
         tiles.append(
             f'<figure class="{verdict}"><img src="{src}" alt="image {entry["index"]}">'
             f'<figcaption><b>#{entry["index"]} {verdict.upper()}</b> score {entry.get("score", 0):g}'
             f'<div class=reasons>{html.escape(reasons)}</div><div class=meas>{html.escape(meas)}</div>'
-            f'{llm_line}</figcaption></figure>')
+            f'{flag_line}{llm_line}</figcaption></figure>')
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -62,7 +64,7 @@ body{{font-family:sans-serif;background:#111;color:#eee;margin:1em}}
 figure{{margin:0;width:{THUMB + 8}px;background:#222;border:4px solid #555;border-radius:4px}}
 figure.pass{{border-color:#2ea043}} figure.reject{{border-color:#cf222e}}
 img{{display:block;max-width:{THUMB}px;max-height:{THUMB}px;margin:auto}}
-figcaption{{padding:4px;font-size:12px}} .reasons{{color:#ff9b9b}} .meas,.llm{{color:#aaa}}
+figcaption{{padding:4px;font-size:12px}} .reasons{{color:#ff9b9b}} .meas,.llm{{color:#aaa}} .flags{{color:#ffd479}}
 </style></head><body>
 <h1>{html.escape(title)}</h1><p>{len(entries)} images: {passed} passed, {len(entries) - passed} rejected.</p>
 <div class="grid">
@@ -87,6 +89,8 @@ def render_png(entries: list[dict], thumbs: list[Image.Image], columns: int = 6)
         sheet.paste(thumb, (x + 6 + (THUMB - thumb.width) // 2, y + 6 + (THUMB - thumb.height) // 2))
         lines = [f"#{entry['index']} {entry['verdict'].upper()}  score {entry.get('score', 0):g}",
                  ", ".join(entry.get("reasons", [])) or "-"]
+        if entry.get("flags"):
+            lines[1] += "  check: " + ", ".join(entry["flags"])
         meas = _key_lines(entry.get("measurements", {}))
         lines += [" ".join(meas[:3]), " ".join(meas[3:6])]
         for j, line in enumerate(lines):
@@ -99,9 +103,11 @@ def write_contact_sheet(entries: list[dict], images: list[np.ndarray], folder: s
     """Write `<stem>.html` and `<stem>.png` into `folder`; returns both paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    from rezcty_core.qc.people import draw_people
     from rezcty_core.qc.text import draw_regions
 
-    thumbs = [draw_regions(thumbnail(img), e.get("text_regions", []), np.asarray(img).shape[:2])
+    thumbs = [draw_people(draw_regions(thumbnail(img), e.get("text_regions", []), np.asarray(img).shape[:2]),
+                          e.get("people_regions", []))
               for e, img in zip(entries, images)]
     html_path, png_path = folder / f"{stem}.html", folder / f"{stem}.png"
     html_path.write_text(render_html(entries, thumbs, title), encoding="utf-8")

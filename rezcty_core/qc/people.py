@@ -224,3 +224,18 @@ def entry_flags(m: dict, profile: dict) -> dict:
     if regions:
         out["people_regions"] = regions
     return out
+
+
+def draw_people(thumb, regions: list[dict]):
+    """Face (blue) and hand (cyan) boxes outlined on a contact-sheet thumbnail (boxes in frame fractions)."""
+    if not regions:
+        return thumb
+    from PIL import ImageDraw
+
+    out = thumb.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    for r in regions:
+        x0, y0 = r["x"] * out.width, r["y"] * out.height
+        x1, y1 = (r["x"] + r["w"]) * out.width, (r["y"] + r["h"]) * out.height
+        draw.rectangle([x0, y0, x1, y1], outline=(60, 140, 255) if r.get("kind") == "face" else (0, 220, 220), width=2)
+    return out
