@@ -46,6 +46,8 @@ def calibrate(n_clean: int, n_big: int) -> bool:
     profile = qc.load_profile("adobe_stock")
     small_profile = copy.deepcopy(profile)
     small_profile["checks"]["resolution_min"]["enabled"] = False
+    defect_profile = copy.deepcopy(small_profile)
+    defect_profile["text"] = {"enabled": False}  # defects carry no text; the text check has its own calibration
     t0 = time.time()
     clean = [qc_synth.clean_image(seed) for seed in range(n_clean)]
     false_rejects = []
@@ -61,7 +63,7 @@ def calibrate(n_clean: int, n_big: int) -> bool:
     print(f"{'defect':<12} {'strength':>8} {'code':<15} {'detected':>9}")
     for defect, (code, strengths, borderline, mild) in qc_synth.DEFECTS.items():
         images = clean if defect != "downscale" else [qc_synth.clean_image(s, 2048, 2048) for s in range(n_big)]
-        prof = small_profile if defect != "downscale" else profile
+        prof = defect_profile if defect != "downscale" else profile
         for strength in (*strengths, *borderline, *mild):
             hits = 0
             misses = []
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     real_photos()
     if not args.no_speed:
         speed()
+    import qc_text_calibration  # text/watermarks (issue 20): bench/qc_text_calibration.py
+
+    ok &= qc_text_calibration.main(["--no-speed"] if args.no_speed else []) == 0
     return 0 if ok else 1
 
 
