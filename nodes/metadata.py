@@ -66,6 +66,7 @@ class RezctyMetadataWriter(io.ComfyNode):
                 image_embedding=None, qc_report: str | None = None) -> io.NodeOutput:
         generation = metadata.generation_params(cls.hidden.prompt)
         generation["models"] = _model_hashes(generation["models"])
+        generation["upscaler"] = metadata.upscaler_record(generation["models"])
         workflow = {"prompt": cls.hidden.prompt, **(cls.hidden.extra_pnginfo or {})}
         options = metadata.WriteOptions(filename_prefix=filename_prefix, csv_name=csv_name, category=category,
                                         qc_report=qc_report, generation=generation, workflow=workflow)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rezcty_core.factory import blueprint
 from rezcty_core.factory.api import IMAGE_EXTS
 from rezcty_core.factory.errors import ClientError
 
@@ -42,8 +43,14 @@ def items_from_ideas(path: Path, bind: str) -> list[Item]:
     return [Item(k, i[:60], {bind: i}, prompt=None, source={"idea": i}) for k, i in zip(_stable_keys(ideas), ideas)]
 
 
-def items_from_prompts(path: Path, bind: str, maps: dict[str, str]) -> list[Item]:
-    """A JSON list of strings or of objects with at least "prompt" (line 1's prompts.json works as is)."""
+def items_from_prompts(path: Path, bind: str, maps: dict[str, str], graph: dict | None = None,
+                       log=None) -> list[Item]:
+    """A JSON list of strings or of objects with at least "prompt" (line 1's prompts.json works as is).
+
+    With the workflow `graph`, an entry's blueprint fields (rezcty_core/factory/blueprint.py: seeds, preset,
+    negative, checkpoint, LoRAs, embedding, VAE, upscaler) are bound into it; one item per seed. Absent
+    fields keep the workflow's values (logged); an entry with a malformed field is reported and skipped."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -58,16 +65,55 @@ def items_from_prompts(path: Path, bind: str, maps: dict[str, str]) -> list[Item
             entry = {"prompt": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str) or not entry["prompt"].strip():
             raise ClientError(f"{path}: entry {n} has no \"prompt\" text")
-        rows.append(entry)
-    keys = _stable_keys([json.dumps(r, sort_keys=True) for r in rows])
+        rows.append((n, entry))
+    where = blueprint.targets(graph) if graph is not None else None
+    contents, plans = [], []
+    defaulted: dict[str, int] = {}
+    for n, row in rows:
+        seeds, bound = None, None
+        if where is not None:
+            try:
+                seeds = blueprint.seeds_of(row)
+                bound = blueprint.bind(row, graph, where)
+            except blueprint.BlueprintError as e:
+                log(f"[client] {path}: entry {n} skipped: {e}")
+                continue
+            for name in bound.defaulted:
+                defaulted[name] = defaulted.get(name, 0) + 1
+            if bound.ignored:
+                log(f"[client] {path}: entry {n}: {', '.join(bound.ignored)} not applied (no such node in the workflow)")
+        base = json.dumps(row, sort_keys=True)
+        for seed in seeds or [None]:
+            # an entry without seeds keeps the key it always had (resuming an older batch works)
+            contents.append(base if seed is None else f"{base}#seed={seed}")
+            plans.append((n, row, seed, bound))
+    if defaulted:
+        shown = []
+        for name in sorted(defaulted):
+            current = _current(graph, where[name]) if where and where[name] else None
+            shown.append(f"{name} ({defaulted[name]} of {len(rows)}" + (f", workflow value {current!r})" if current is not None else ")"))
+        log(f"[client] {path}: blueprint fields absent, the workflow's values are used: {'; '.join(shown)}")
     items = []
-    for key, row in zip(keys, rows):
-        values = {bind: row["prompt"]}
+    for key, (_n, row, seed, bound) in zip(_stable_keys(contents), plans):
+        values = dict(bound.values) if bound else {}
+        if seed is not None:
+            for target in where["seeds"]:
+                values[target] = seed
+        values[bind] = row["prompt"]
         for field_name, target in maps.items():
             if field_name in row:
                 values[target] = row[field_name]
-        items.append(Item(key, row["prompt"][:60], values, prompt=row["prompt"], source=row))
+        label = row["prompt"][:60] if seed is None else f"{row['prompt'][:48]} #seed {seed}"
+        items.append(Item(key, label, values, prompt=row["prompt"], source={**row, **({"seed": seed} if seed is not None else {})}))
     return items
+
+
+def _current(graph: dict, targets: list[str]):
+    node, _, name = targets[0].rpartition(".")
+    if not name or node not in graph:
+        return None
+    v = graph[node].get("inputs", {}).get(name)
+    return None if isinstance(v, list) else v
 
 
 def items_from_images(folder: Path, bind: str, text_bind: str | None) -> list[Item]:
@@ -154,8 +200,12 @@ class BatchReport:
         return not self.pending
 
 
-def write_prompts_json(results: list[dict], collect: str | None, path: Path) -> list[dict]:
-    """From an ideas batch's results: [{"idea", "prompt"}] for line 2 (`--prompts`)."""
+def write_prompts_json(results: list[dict], collect: str | None, path: Path, defaults: dict | None = None,
+                       variations: int = 1, base_seed: int = 0, preset: str | None = None) -> list[dict]:
+    """From an ideas batch's results: [{"idea", "prompt", "seeds", ...blueprint}] for line 2 (`--prompts`).
+
+    Each prompt gets `variations` distinct recorded seeds, the preset when given and the `defaults`
+    (blueprint fields read from a line-2 workflow, `blueprint.defaults_from_graph`)."""
     rows = []
     for r in results:
         if r.get("status") != "done":
@@ -165,7 +215,8 @@ def write_prompts_json(results: list[dict], collect: str | None, path: Path) -> 
         if chosen is None and texts:
             chosen = texts[sorted(texts, key=_node_sort_key)[-1]]
         for text in chosen or []:
-            rows.append({"idea": r.get("idea", r.get("label")), "prompt": text})
+            rows.append(blueprint.make_entry(r.get("idea", r.get("label")), text, defaults or {}, variations,
+                                             base_seed, preset))
     path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
     return rows
 

@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from rezcty_core.factory import blueprint
 from rezcty_core.factory.api import ComfyClient
 from rezcty_core.factory.batch import (
     default_bind,
@@ -42,6 +43,7 @@ from rezcty_core.factory.batch import (
 from rezcty_core.factory.errors import ClientError
 from rezcty_core.factory.pool import Batch
 from rezcty_core.factory.workflow import apply_sets, load_workflow
+from rezcty_core.sd import presets
 
 # ---------------------------------------------------------------------------------------------
 # command line
@@ -94,10 +96,17 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if not bind:
         raise ClientError(f"batch: no input to bind the {kind} to; give --bind NODE.INPUT")
     maps = dict(m.split("=", 1) for m in args.map)
+    if args.preset is not None:
+        try:
+            args.preset = presets.get_preset(args.preset).name
+        except ValueError as e:
+            raise ClientError(f"--preset: {e}") from None
+    if args.variations < 1:
+        raise ClientError(f"--variations: expected 1 or more, got {args.variations}")
     if kind == "ideas":
         items = items_from_ideas(Path(args.ideas), bind)
     elif kind == "prompts":
-        items = items_from_prompts(Path(args.prompts), bind, maps)
+        items = items_from_prompts(Path(args.prompts), bind, maps, graph)
     else:
         text_bind = args.bind_text if args.bind_text is not None else default_bind(graph, "image_text")
         items = items_from_images(Path(args.images), bind, text_bind or None)
@@ -106,7 +115,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     report = batch.run()
     if kind == "ideas":
         rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
-        write_prompts_json(rows, args.collect, batch.out_dir / "prompts.json")
+        defaults = blueprint.defaults_from_graph(apply_sets(load_workflow(args.line2), args.line2_set)) \
+            if args.line2 else {}
+        write_prompts_json(rows, args.collect, batch.out_dir / "prompts.json", defaults, args.variations,
+                           args.seed, args.preset)
+    elif kind == "prompts":
+        write_blueprints(batch, report, batch.out_dir / "blueprints.json")
     print(f"{len(report.done)} done, {len(report.failed)} failed, {len(report.pending)} pending -> {batch.out_dir}")
     for key, err in report.failed.items():
         print(f"  failed {key}: {err.splitlines()[0] if err else ''}")
@@ -114,6 +128,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print("  pending items remain (server unreachable?): run the same command again to resume")
         return 3
     return 1 if report.failed else 0
+
+
+def write_blueprints(batch: Batch, report, path: Path) -> None:
+    """Line 2: the blueprint of every rendered image as it ran (a prompts.json that renders them again)."""
+    done = set(report.done)
+    rows = [blueprint.resolved(batch.item_graph(item), item.prompt or "", item.source.get("idea"))
+            for item in batch.items if item.key in done]
+    path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 def cmd_free(args: argparse.Namespace) -> int:
@@ -152,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", action="append", default=[], metavar="FIELD=NODE.INPUT",
                    help="with --prompts: bind another field of each entry, e.g. seed=KSampler.seed")
     p.add_argument("--collect", default=None, help="node id whose text is the prompt in prompts.json (ideas)")
+    p.add_argument("--variations", type=int, default=1, metavar="N",
+                   help="with --ideas: N distinct recorded seeds per prompt in prompts.json (line 2 renders N images)")
+    p.add_argument("--seed", type=int, default=0, help="with --ideas: base of the recorded seeds (same base, same seeds)")
+    p.add_argument("--preset", default=None, help="with --ideas: aspect preset recorded for line 2 (1:1, 3:2, 2:3, 4:3, "
+                                                  "3:4, 16:9, 9:16)")
+    p.add_argument("--line2", default=None, metavar="WORKFLOW_API.json",
+                   help="with --ideas: record this line-2 workflow's checkpoint, LoRAs, embedding, negative, VAE, "
+                        "upscaler and preset in each prompt")
+    p.add_argument("--line2-set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                   help="with --line2: change an input of that workflow before it is recorded")
     p.add_argument("--retry-failed", action="store_true", help="run items that failed before once more")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one item")
     p.add_argument("--server-timeout", type=float, default=60.0,
