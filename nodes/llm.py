@@ -4,10 +4,12 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from rezcty_core.llm import model as core
+from rezcty_core.llm.embedded_qwen import QWEN_NAME
 
 from .common import CATEGORY, EMBEDDED_PREFIX, LLMType, list_model_dirs, resolve_model_dir
 
 EMBEDDED_CHOICE = f"{EMBEDDED_PREFIX}{core.EMBEDDED_NAME}"
+QWEN_CHOICE = f"{EMBEDDED_PREFIX}{QWEN_NAME}"
 NO_ADAPTER = "none"
 
 
@@ -18,11 +20,11 @@ class RezctyLLMLoader(io.ComfyNode):
             node_id="RezctyLLMLoader",
             display_name="LLM Loader",
             category=f"{CATEGORY}/llm",
-            description="Load a causal LLM (HF folder under models/LLM/, or the embedded SmolLM2-135M-Instruct) with "
+            description="Load a causal LLM (HF folder under models/LLM/, or the embedded SmolLM2-135M-Instruct (fast) / Qwen2.5-Coder-1.5B-Instruct (better prompts)) with "
                         "an optional rezcty adapter (LoRA + DINOv2 projector) from models/rezcty_adapters/. "
                         "Weights load here, on execute, never at start-up.",
             inputs=[
-                io.Combo.Input("base_model", options=[EMBEDDED_CHOICE, *list_model_dirs("LLM")], default=EMBEDDED_CHOICE,
+                io.Combo.Input("base_model", options=[EMBEDDED_CHOICE, QWEN_CHOICE, *list_model_dirs("LLM")], default=EMBEDDED_CHOICE,
                                tooltip="An HF-format model folder in models/LLM/ (Llama 3.1 8B, Mistral 7B, Qwen, ...) "
                                        "or the small embedded default."),
                 io.Combo.Input("adapter", options=[NO_ADAPTER, *list_model_dirs("rezcty_adapters")], default=NO_ADAPTER,
@@ -40,7 +42,10 @@ class RezctyLLMLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, base_model: str, adapter: str, quantization: str, keep_loaded: bool) -> io.NodeOutput:
-        base = "embedded" if base_model == EMBEDDED_CHOICE else resolve_model_dir("LLM", base_model)
+        if base_model in (EMBEDDED_CHOICE, QWEN_CHOICE):
+            base = "embedded" if base_model == EMBEDDED_CHOICE else QWEN_CHOICE
+        else:
+            base = resolve_model_dir("LLM", base_model)
         adapter_dir = None if adapter == NO_ADAPTER else resolve_model_dir("rezcty_adapters", adapter)
         loaded = core.load_llm(base, adapter_dir, quantization=quantization, keep_loaded=keep_loaded)
         return io.NodeOutput(loaded, ui=ui.PreviewText(repr(loaded)))

@@ -46,6 +46,10 @@ class RezctyWhispererExpand(io.ComfyNode):
                                             "per image; N embeddings with N ideas pair up in order."),
                 io.Boolean.Input("keep_within_77", default=False, optional=True,
                                  tooltip="Cut each prompt (never the triggers) so it fits one 77-token CLIP window."),
+                io.Int.Input("batch_size", default=0, min=0, max=256, optional=True,
+                             tooltip="Ideas generated together in one batch (left-padded). 0 = chosen from free "
+                                     "memory. Each idea is sampled with its own seed, so batch mates do not change "
+                                     "its prompt (up to float rounding, see docs/whisperer.md)."),
             ],
             outputs=[io.String.Output(display_name="prompt", is_output_list=True,
                                       tooltip="One expanded prompt per idea (a list: downstream nodes run once each).")],
@@ -53,13 +57,15 @@ class RezctyWhispererExpand(io.ComfyNode):
 
     @classmethod
     def execute(cls, llm, prompt: str, trigger_words: str, seed: int, temperature: float, top_p: float,
-                top_k: int, max_new_tokens: int, image_embedding=None, keep_within_77: bool = False) -> io.NodeOutput:
+                top_k: int, max_new_tokens: int, image_embedding=None, keep_within_77: bool = False,
+                batch_size: int = 0) -> io.NodeOutput:
         images = list(image_embedding) if isinstance(image_embedding, (list, tuple)) else (
             [image_embedding] if image_embedding is not None else None)
         try:
             expansions = core.expand_ideas(
                 llm, prompt, trigger_words, seed=seed, images=images, temperature=temperature, top_p=top_p,
-                top_k=top_k, max_new_tokens=max_new_tokens, keep_within_77=bool(keep_within_77))
+                top_k=top_k, max_new_tokens=max_new_tokens, keep_within_77=bool(keep_within_77),
+                batch_size=int(batch_size or 0))
         finally:
             release = getattr(llm, "release", None)
             if release is not None:

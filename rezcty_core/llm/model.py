@@ -117,7 +117,9 @@ def resolve_base(base: str | os.PathLike) -> Path:
 
 
 def base_display_name(folder: Path) -> str:
-    return EMBEDDED_NAME if folder.resolve() == embedded_llm_dir().resolve() else folder.name
+    if folder.resolve() == embedded_llm_dir().resolve():
+        return EMBEDDED_NAME
+    return folder.name  # the embedded Qwen folder is named after the model already
 
 
 # --- chat encoding shared by training and inference ---------------------------------------
@@ -406,11 +408,20 @@ class LoadedLLM:
         return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
 
     def generate_json(self, messages: list[dict], validate: Callable[[Any], Any] | None = None, *,
-                      retries: int = 2, image: Any = None, seed: int = 0, **sampling: Any) -> JsonReply:
+                      retries: int = 2, image: Any = None, seed: int = 0, schema: dict | None = None,
+                      **sampling: Any) -> JsonReply:
         """Generate until the reply holds JSON that `validate` accepts (it returns the value or raises).
 
+        With `schema` (a JSON schema) decoding is constrained to it (`rezcty_core.llm.constrained`): the first
+        reply always parses, retries are left for `validate`'s semantic checks.
         Each retry uses the next seed; a greedy request retries with sampling so a retry can differ.
         """
+        if schema is not None:
+            from rezcty_core.llm import constrained
+
+            if constrained.available():
+                return constrained.generate_json_constrained(self, messages, schema, validate, retries=retries,
+                                                             image=image, seed=seed, **sampling)
         errors: list[str] = []
         raw = ""
         for attempt in range(int(retries) + 1):

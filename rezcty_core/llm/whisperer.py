@@ -22,6 +22,7 @@ DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_TRIGGERS = "rezcty_style, rezcty_structure"
 DEFAULT_RETRIES = 2
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
+UNFIT_CATEGORY = "unfit"  # data/blocklists/unfit.txt
 
 # Chat-template and tokenizer debris a small model may leave in its answer.
 _SPECIAL_TOKEN = re.compile(r"<\|[^|>]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<image>|<unk>|<pad>", re.IGNORECASE)
@@ -223,6 +224,21 @@ def dedupe_phrases(body: str) -> str:
     return ", ".join(kept)
 
 
+def drop_unfit_phrases(body: str) -> tuple[str, list[str]]:
+    """`body` without the comma phrases that hold a sexual, profane or violent term (`data/blocklists/unfit.txt`,
+    user-extendable like every blocklist); returns (body, dropped phrases)."""
+    from rezcty_core.common.blocklists import load_blocklist
+
+    blocklist = load_blocklist()
+    kept, dropped = [], []
+    for phrase in body.split(","):
+        if any(h.category == UNFIT_CATEGORY for h in blocklist.find(phrase)):
+            dropped.append(phrase.strip())
+        else:
+            kept.append(phrase)
+    return (tidy_separators(",".join(kept)) if dropped else body), dropped
+
+
 def _strip_prefixes(line: str) -> str:
     for _ in range(4):  # "Assistant: Sure! Here is the prompt: Prompt: …"
         before = line
@@ -338,50 +354,122 @@ def whisperer_messages(idea: str, has_image: bool, few_shot: bool) -> list[dict]
     return messages
 
 
-def expand_idea(llm: Any, idea: str, triggers: Triggers | str, *, seed: int, image: Any = None,
-                temperature: float = DEFAULT_SAMPLING["temperature"], top_p: float = DEFAULT_SAMPLING["top_p"],
-                top_k: int = DEFAULT_SAMPLING["top_k"], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                keep_within_77: bool = False, retries: int = DEFAULT_RETRIES,
-                few_shot: bool | None = None) -> Expansion:
-    """Expand one idea with `llm` (a `LoadedLLM`); always returns a usable, non-empty prompt.
+@dataclass
+class _Job:
+    """One idea on its way through the rounds of batched generation."""
 
-    `few_shot` defaults to True unless the LLM carries a trained whisperer adapter, which was trained on the
-    plain template and should see exactly that.
-    """
-    if isinstance(triggers, str):
-        triggers = parse_triggers(triggers)
+    idea: str
+    image: Any
+    seed: int
+    messages: list[dict]
+    raws: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    result: Expansion | None = None
+
+
+def _make_job(llm: Any, idea: str, image: Any, seed: int, few_shot: bool | None) -> _Job:
     idea = " ".join(idea.split())
     if not idea:
         raise ValueError("the idea is empty: write a short idea such as 'a lighthouse on a cliff'")
     if few_shot is None:
         few_shot = getattr(llm, "specialist", None) != "whisperer"
-    messages = whisperer_messages(idea, image is not None, few_shot)
-    raws: list[str] = []
-    reasons: list[str] = []
-    for attempt in range(retries + 1):
-        attempt_seed = derive_seed(seed, attempt)
-        try:
-            raw = llm.generate(messages, image=image, temperature=temperature, top_p=top_p, top_k=top_k,
-                               max_new_tokens=max_new_tokens, seed=attempt_seed)
-        except RuntimeError as exc:  # a numerical failure of sampling (nan/inf); memory errors are not retried
-            if "out of memory" in str(exc).lower():
-                raise
-            raws.append("")
-            reasons.append(f"attempt {attempt + 1}: generation failed ({type(exc).__name__}: {exc})")
-            continue
-        raws.append(raw)
-        body = remove_triggers(clean_generation(raw, cut_off=_hit_limit(llm, raw, max_new_tokens)), triggers)
-        reason = garbage_reason(body, idea)
-        if reason is None:
-            text, truncated = compose(body, triggers, keep_within_77)
-            warnings = [f"retried: {r}" for r in reasons]
-            return Expansion(idea, text, count_clip_tokens(text), attempt_seed, attempt + 1,
-                             truncated=truncated, warnings=warnings, raw=raws)
-        reasons.append(f"attempt {attempt + 1}: {reason}")
-    text, truncated = compose(idea, triggers, keep_within_77)
-    warning = f"no usable expansion after {retries + 1} attempts ({'; '.join(reasons)}): used the idea + triggers"
-    return Expansion(idea, text, count_clip_tokens(text), int(seed) & SEED_MAX, retries + 1, fallback=True,
-                     truncated=truncated, warnings=[warning], raw=raws)
+    return _Job(idea, image, int(seed), whisperer_messages(idea, image is not None, few_shot))
+
+
+def _generate_round(llm: Any, jobs: list[_Job], attempt: int, sampling: dict) -> list[str | None]:
+    """One generation per job (a batch); None for a job whose generation failed numerically."""
+    seeds = [derive_seed(j.seed, attempt) for j in jobs]
+    images = [j.image for j in jobs]
+    try:
+        if hasattr(llm, "model") and hasattr(llm, "load"):
+            from rezcty_core.llm.batching import generate_batch
+
+            return list(generate_batch(llm, [j.messages for j in jobs], seeds, images, **sampling))
+        return [llm.generate(j.messages, image=j.image, seed=s, **sampling) for j, s in zip(jobs, seeds)]
+    except RuntimeError as exc:  # a numerical failure of sampling (nan/inf); memory errors are not retried
+        if "out of memory" in str(exc).lower():
+            raise
+        for j in jobs:
+            j.reasons.append(f"attempt {attempt + 1}: generation failed ({type(exc).__name__}: {exc})")
+        return [None] * len(jobs)
+
+
+def _settle(llm: Any, job: _Job, raw: str, attempt: int, triggers: Triggers, max_new_tokens: int,
+            keep_within_77: bool) -> None:
+    job.raws.append(raw)
+    body = remove_triggers(clean_generation(raw, cut_off=_hit_limit(llm, raw, max_new_tokens)), triggers)
+    body, dropped = drop_unfit_phrases(body)
+    reason = garbage_reason(body, job.idea)
+    if reason is None:
+        text, truncated = compose(body, triggers, keep_within_77)
+        warnings = [f"retried: {r}" for r in job.reasons]
+        if dropped:
+            warnings.append(f"dropped {len(dropped)} phrase(s) with unfit terms: " + "; ".join(dropped))
+        job.result = Expansion(job.idea, text, count_clip_tokens(text), derive_seed(job.seed, attempt), attempt + 1,
+                               truncated=truncated, warnings=warnings, raw=job.raws)
+        return
+    if dropped:
+        reason = f"{reason} after dropping {len(dropped)} phrase(s) with unfit terms ({'; '.join(dropped)})"
+    job.reasons.append(f"attempt {attempt + 1}: {reason}")
+
+
+def _fallback(job: _Job, triggers: Triggers, retries: int, keep_within_77: bool) -> Expansion:
+    body, dropped = drop_unfit_phrases(job.idea)
+    text, truncated = compose(body, triggers, keep_within_77)
+    warning = (f"no usable expansion after {retries + 1} attempts ({'; '.join(job.reasons)}): "
+               "used the idea + triggers")
+    if dropped:
+        warning += f" (idea phrases with unfit terms left out: {'; '.join(dropped)})"
+    return Expansion(job.idea, text, count_clip_tokens(text), job.seed & SEED_MAX, retries + 1, fallback=True,
+                     truncated=truncated, warnings=[warning], raw=job.raws)
+
+
+def expand_batch(llm: Any, jobs: list[_Job], triggers: Triggers, *, batch_size: int = 0,
+                 temperature: float = DEFAULT_SAMPLING["temperature"], top_p: float = DEFAULT_SAMPLING["top_p"],
+                 top_k: int = DEFAULT_SAMPLING["top_k"], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 keep_within_77: bool = False, retries: int = DEFAULT_RETRIES) -> list[Expansion]:
+    """Every job expanded, `batch_size` rows per `generate()` (0: chosen from free memory).
+
+    Round k generates attempt k of every job still without a usable prompt, in batches, each row with the
+    seed derived from its own idea's seed; hygiene, retries and the fallback are decided per job.
+    """
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": max_new_tokens}
+    if int(batch_size) <= 0:
+        batch_size = _auto_batch_size(llm, max_new_tokens)
+    from rezcty_core.llm.batching import chunks
+
+    for attempt in range(int(retries) + 1):
+        pending = [j for j in jobs if j.result is None]
+        if not pending:
+            break
+        for group in chunks(pending, batch_size):
+            for job, raw in zip(group, _generate_round(llm, group, attempt, sampling)):
+                if raw is None:
+                    job.raws.append("")
+                    continue
+                _settle(llm, job, raw, attempt, triggers, max_new_tokens, keep_within_77)
+    return [j.result or _fallback(j, triggers, int(retries), keep_within_77) for j in jobs]
+
+
+def _auto_batch_size(llm: Any, max_new_tokens: int) -> int:
+    if not (hasattr(llm, "model") and hasattr(llm, "load")):
+        return 1
+    from rezcty_core.llm.batching import default_batch_size
+
+    llm.load()
+    return default_batch_size(llm, prompt_tokens=512, new_tokens=int(max_new_tokens))
+
+
+def expand_idea(llm: Any, idea: str, triggers: Triggers | str, *, seed: int, image: Any = None,
+                few_shot: bool | None = None, **options: Any) -> Expansion:
+    """Expand one idea with `llm` (a `LoadedLLM`); always returns a usable, non-empty prompt.
+
+    `few_shot` defaults to True unless the LLM carries a trained whisperer adapter, which was trained on the
+    plain template and should see exactly that. Options as `expand_batch`.
+    """
+    if isinstance(triggers, str):
+        triggers = parse_triggers(triggers)
+    return expand_batch(llm, [_make_job(llm, idea, image, seed, few_shot)], triggers, **options)[0]
 
 
 def _hit_limit(llm: Any, raw: str, max_new_tokens: int) -> bool:
@@ -423,8 +511,8 @@ def pair_images(ideas: list[str], images: list | None) -> list[tuple[str, Any]]:
 
 def expand_ideas(llm: Any, prompt: str, trigger_words: str = DEFAULT_TRIGGERS, *, seed: int = 0,
                  images: list | None = None, **options: Any) -> list[Expansion]:
-    """Every non-empty line of `prompt` expanded (see `expand_idea`, `pair_images`); a clear error when the
-    prompt is empty or an image cannot be read by this LLM."""
+    """Every non-empty line of `prompt` expanded in batches (see `expand_batch`, `pair_images`); a clear error
+    when the prompt is empty or an image cannot be read by this LLM. `batch_size` 0 = from free memory."""
     ideas = split_ideas(prompt)
     if not ideas:
         raise ValueError("Whisperer Expand: the prompt is empty; write one short idea per line, e.g. 'a knight'")
@@ -433,4 +521,6 @@ def expand_ideas(llm: Any, prompt: str, trigger_words: str = DEFAULT_TRIGGERS, *
     jobs = pair_images(ideas, images)
     triggers = parse_triggers(trigger_words)
     seeds = idea_seeds([f"{idea}\x00{id(image)}" for idea, image in jobs], seed)
-    return [expand_idea(llm, idea, triggers, seed=s, image=image, **options) for (idea, image), s in zip(jobs, seeds)]
+    few_shot = options.pop("few_shot", None)
+    batch = [_make_job(llm, idea, image, s, few_shot) for (idea, image), s in zip(jobs, seeds)]
+    return expand_batch(llm, batch, triggers, **options)

@@ -591,10 +591,13 @@ def llm_verdict(llm: Any, measurements: dict, failed: list[dict], embedding: Any
     sees = embedding is not None and bool(getattr(llm, "can_see", False))
     messages = build_messages("judge", measurements_text(measurements, failed), has_image=sees)
     try:
+        from rezcty_core.llm.constrained import judge_verdict_schema
+
         reply = llm.generate_json(
             messages, validate_llm_verdict, retries=int(opts.get("retries", 2)), image=embedding if sees else None,
             temperature=float(opts.get("temperature", 0.2)), top_p=float(opts.get("top_p", 0.9)),
-            max_new_tokens=int(opts.get("max_new_tokens", 256)), seed=int(seed))
+            max_new_tokens=int(opts.get("max_new_tokens", 256)), seed=int(seed),
+            schema=judge_verdict_schema(REASON_CODES))  # constrained decoding: the first reply always parses
     except Exception as e:  # one image's LLM failure must not stop the batch
         return {"valid": False, "status": f"error, verdict from measurements alone: {type(e).__name__}: {e}",
                 "saw_image": sees}

@@ -217,8 +217,11 @@ def llm_draft(llm: Any, clean: CleanPrompt, facts: ImageFacts | None, embedding:
 
     image = embedding if embedding is not None and getattr(llm, "can_see", False) else None
     messages = build_messages("judge", judge_user_text(clean, facts), has_image=image is not None)
+    from rezcty_core.llm.constrained import metadata_schema
+
+    schema = metadata_schema([f"{n} {name}" for n, name in categories.ADOBE_CATEGORIES.items()])
     reply = llm.generate_json(messages, validate_metadata_reply, retries=retries, image=image, seed=seed,
-                              **LLM_SAMPLING)
+                              schema=schema, **LLM_SAMPLING)  # constrained decoding: the first reply parses
     if reply.value is None:
         return Draft(source="deterministic", notes=[f"LLM reply unusable after {reply.attempts} attempts: "
                                                     + "; ".join(reply.errors)[-300:]])

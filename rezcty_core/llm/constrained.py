@@ -1,0 +1,140 @@
+"""Schema-constrained decoding: every JSON reply parses and matches its schema on the first attempt.
+
+    reply = llm.generate_json(messages, validate, schema=JUDGE_VERDICT_SCHEMA, seed=1)
+
+A JSON schema is compiled with xgrammar (docs/llm.md says why this library) against the model's tokenizer;
+its transformers logits processor masks, at each step, every token that cannot continue a document of the
+schema, and once the document is complete only the end-of-turn token is left. Sampling (`batching.RowSampler`)
+then draws among the allowed tokens, so even an untrained model answers with schema-valid JSON. Strings and
+arrays carry `maxLength`/`maxItems`, so the longest possible document fits the token budget given here; retries
+remain for the semantic checks of `validate` (an unknown reason code, an empty title).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+_LOCK = threading.Lock()
+_TOKENIZER_INFO: dict[int, Any] = {}
+_COMPILED: dict[tuple[int, str], Any] = {}
+
+# tokens allowed for one constrained reply at least (a full document of the schemas below fits)
+MIN_JSON_TOKENS = 384
+
+
+def available() -> bool:
+    try:
+        import xgrammar  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _compiler_key(llm: Any) -> int:
+    return id(llm.tokenizer)
+
+
+def compiled_grammar(llm: Any, schema: dict) -> Any:
+    """The schema compiled for this model's tokenizer (cached per tokenizer and schema)."""
+    import xgrammar as xgr
+
+    text = json.dumps(schema, sort_keys=True)
+    key = (_compiler_key(llm), text)
+    with _LOCK:
+        if key in _COMPILED:
+            return _COMPILED[key]
+        info = _TOKENIZER_INFO.get(_compiler_key(llm))
+        if info is None:
+            vocab = int(llm.model.get_output_embeddings().weight.shape[0])
+            info = xgr.TokenizerInfo.from_huggingface(llm.tokenizer, vocab_size=vocab, stop_token_ids=llm._eos_ids())
+            _TOKENIZER_INFO.clear()  # one model at a time: drop grammars of an unloaded tokenizer
+            _COMPILED.clear()
+            _TOKENIZER_INFO[_compiler_key(llm)] = info
+        grammar = xgr.GrammarCompiler(info).compile_json_schema(text, any_whitespace=False, strict_mode=True)
+        _COMPILED[key] = grammar
+        return grammar
+
+
+def json_processor(llm: Any, schema: dict, rows: int = 1) -> Any:
+    """A fresh logits processor (one per `generate()` call) for `rows` rows of this schema."""
+    import xgrammar as xgr
+
+    return xgr.contrib.hf.LogitsProcessor([compiled_grammar(llm, schema)] * rows)
+
+
+def generate_json_constrained(llm: Any, messages: list[dict], schema: dict,
+                              validate: Callable[[Any], Any] | None = None, *, retries: int = 2, image: Any = None,
+                              seed: int = 0, **sampling: Any) -> Any:
+    """`LoadedLLM.generate_json` with the reply constrained to `schema` (a `JsonReply`)."""
+    from rezcty_core.llm.batching import generate_batch
+    from rezcty_core.llm.model import JsonReply
+
+    llm.load()
+    errors: list[str] = []
+    raw = ""
+    opts = dict(sampling)
+    opts["max_new_tokens"] = max(int(opts.get("max_new_tokens", MIN_JSON_TOKENS)), MIN_JSON_TOKENS)
+    for attempt in range(int(retries) + 1):
+        run = dict(opts)
+        if attempt and not run.get("do_sample", True):
+            run["do_sample"] = True
+        if attempt and float(run.get("temperature", 0.0) or 0.0) <= 0:
+            run["temperature"] = 0.7
+        raw = generate_batch(llm, [messages], [int(seed) + attempt], [image], processors=[json_processor(llm, schema)],
+                             **run)[0]
+        try:
+            obj = json.loads(raw)
+        except ValueError as e:
+            errors.append(f"attempt {attempt + 1}: not JSON ({e}); the reply hit max_new_tokens "
+                          f"{run['max_new_tokens']} before the document closed")
+            continue
+        try:
+            value = validate(obj) if validate else obj
+            return JsonReply(obj if value is None else value, attempt + 1, raw, errors)
+        except (ValueError, TypeError, KeyError) as e:
+            errors.append(f"attempt {attempt + 1}: {e}")
+    return JsonReply(None, int(retries) + 1, raw, errors)
+
+
+# --- the schemas of the replies that must parse ------------------------------------------------
+
+def judge_verdict_schema(reason_codes: list[str] | tuple[str, ...]) -> dict:
+    """The QC judge's verdict: pass/reject, optionally a 0-100 score and reason codes from the list.
+
+    Short by construction (at most ~40 tokens), so it always closes within the token budget."""
+    return {
+        "type": "object",
+        "properties": {
+            "verdict": {"type": "string", "enum": ["pass", "reject"]},
+            "score": {"type": "integer", "minimum": 0, "maximum": 100},
+            "reasons": {"type": "array", "items": {"type": "string", "enum": list(reason_codes)}, "maxItems": 4},
+        },
+        "required": ["verdict"],
+        "additionalProperties": False,
+    }
+
+
+_WORDS = "[A-Za-z0-9][A-Za-z0-9 _'&-]"
+_TEXT = "[A-Za-z0-9][A-Za-z0-9 _'&,.-]"
+
+
+def metadata_schema(categories: list[str] | tuple[str, ...] | None = None) -> dict:
+    """The analyst's stock metadata: verdict, a title, optionally a sentence, 3-15 keywords (a list or one
+    comma-separated string), optionally an Adobe category. Patterns keep every string non-blank and bounded;
+    brands, triggers and unfit terms are the rules layer's job (`stock.metadata.apply_rules`)."""
+    keyword = f"{_WORDS}{{1,29}}"
+    props: dict[str, Any] = {
+        "verdict": {"type": "string", "enum": ["pass", "reject"]},
+        "title": {"type": "string", "pattern": f"^{_TEXT}{{2,79}}$"},
+        "description": {"type": "string", "pattern": f"^{_TEXT}{{2,159}}$"},
+        "keywords": {"anyOf": [
+            {"type": "array", "minItems": 3, "maxItems": 15, "items": {"type": "string", "pattern": f"^{keyword}$"}},
+            {"type": "string", "pattern": f"^{keyword}(, ?{keyword}){{2,14}}$"},
+        ]},
+    }
+    if categories:
+        props["category"] = {"type": "string", "enum": list(categories)}
+    return {"type": "object", "properties": props, "required": ["verdict", "title", "keywords"],
+            "additionalProperties": False}
