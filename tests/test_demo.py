@@ -81,6 +81,18 @@ def test_demo_line3_rejects_each_defect_and_writes_csv_jpegs_contact_sheet(demo)
     assert "line 3 QC      : 8 checked, 3 passed, 5 rejected" in res.stdout
 
 
+def test_demo_shows_the_x4_upscale_step_without_a_checkpoint(demo):
+    """No SD 1.5 checkpoint: line 2 is skipped, but one sample goes through the embedded Real-ESRGAN x4."""
+    from PIL import Image
+
+    res, out, _ = demo
+    step = json.loads((out / "summary.json").read_text())["lines"]["upscale"]
+    assert step["model"] == "RealESRGAN_x4plus.safetensors", step
+    with Image.open(out / step["input"]) as src, Image.open(out / step["output"]) as up:
+        assert (up.width, up.height) == (4 * src.width, 4 * src.height)
+    assert "x4 upscale     : " in res.stdout
+
+
 def test_colab_notebook_commands_are_valid():
     nb = json.loads((REPO / "colab" / "rezcty_colab.ipynb").read_text())
     assert nb["nbformat"] == 4

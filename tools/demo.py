@@ -4,7 +4,8 @@ Starts the real ComfyUI server (fresh base directory, this pack loaded), then dr
 lines with the headless client exactly as a user would on Colab:
 
   line 1  sample ideas -> Whisperer Expand (embedded SmolLM2)          -> prompts.json
-  line 2  prompts -> SD 1.5 + Dual LoRA + Embedding Bridge -> x4 upscale (only when a checkpoint exists)
+  line 2  prompts -> SD 1.5 + Dual LoRA + Embedding Bridge -> x4 upscale (only when a checkpoint exists;
+          without one, one sample image goes through the embedded Real-ESRGAN x4 to show the step)
   line 3  sample images (+ line 2's) -> DINOv2 -> QC Judge -> Metadata Writer -> JPEGs + adobe_stock.csv
 
 with POST /free between the lines. A line whose nodes this build does not have is reported as
@@ -288,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             if gen.is_dir():
                 for f in gen.glob("*.*"):
                     shutil.copy2(f, samples / f.name)
+        if not summary["lines"]["line2"].get("images"):
+            summary["lines"]["upscale"] = run_upscale_step(client, info, samples / "clean_1.png", out)
         client.free()
 
         # line 3
@@ -319,6 +322,42 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code
 
 
+UPSCALER = "RealESRGAN_x4plus.safetensors"  # embedded (rezcty_core.sd.upscaler), in any base directory
+UPSCALE_DEMO_SIDE = 128  # the step on the CPU takes seconds at this size, minutes at 512
+
+
+def run_upscale_step(client: ComfyClient, info: dict, sample: Path, out: Path) -> dict:
+    """Line 2's x4 model upscale on one sample image (reduced), when line 2 itself cannot render."""
+    from PIL import Image
+
+    if UPSCALER not in combo_options(info, "UpscaleModelLoader", "model_name"):
+        say(f"upscale step skipped: {UPSCALER} is not in UpscaleModelLoader's list (run ./rezcty setup)")
+        return {"skipped": f"no {UPSCALER}"}
+    folder = out / "upscale"
+    folder.mkdir(parents=True, exist_ok=True)
+    small = Image.open(sample).convert("RGB")
+    small.thumbnail((UPSCALE_DEMO_SIDE, UPSCALE_DEMO_SIDE), Image.LANCZOS)
+    src = folder / f"{sample.stem}_{small.width}px.png"
+    small.save(src)
+    graph = {
+        "load": {"class_type": "LoadImage", "inputs": {"image": str(src)}},
+        "model": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": UPSCALER}},
+        "up": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["model", 0], "image": ["load", 0]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["up", 0], "filename_prefix": "upscale/x4"}},
+    }
+    say(f"upscale step: {src.name} ({small.width}x{small.height}) -> {UPSCALER} x4 (core UpscaleModelLoader)")
+    t0 = time.time()
+    try:
+        result = client.run(graph, out_dir=folder, file_prefix=f"{sample.stem}_")
+    except ClientError as e:  # the step is a showcase: its failure is reported, the other lines still run
+        say(f"upscale step failed: {e}")
+        return {"skipped": f"failed: {str(e).splitlines()[0]}"}
+    with Image.open(result.files[0]) as im:
+        size = f"{im.width}x{im.height}"
+    return {"model": UPSCALER, "input": str(src.relative_to(out)), "output": str(result.files[0].relative_to(out)),
+            "size": size, "seconds": round(time.time() - t0, 1)}
+
+
 def _has_gpu(client: ComfyClient) -> bool:
     try:
         devices = client.get_json("/system_stats").get("devices", [])
@@ -339,6 +378,10 @@ def print_summary(summary: dict, out: Path) -> None:
     print(f"  line 2 images  : {text2}")
     if l2.get("put_it_in"):
         print(f"                   -> put an SD 1.5 checkpoint in {l2['put_it_in']}/")
+    up = lines.get("upscale")
+    if up:
+        text = up.get("skipped") or f"{up['input']} -> {up['output']} ({up['size']}, {up['model']}, {up['seconds']} s)"
+        print(f"  x4 upscale     : {text}")
     l3 = lines.get("line3", {})
     if l3.get("skipped"):
         print(f"  line 3 QC      : {l3['skipped']}")
