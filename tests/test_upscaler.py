@@ -112,7 +112,8 @@ def test_x4_of_a_real_photo_reduces_back_to_the_input(comfy, model):
     out = np.asarray(Image.open(comfy.output_file(result.ui("save")["images"][0])).convert("RGB"))
     assert out.shape == (512, 512, 3)
     back = np.asarray(Image.fromarray(out).resize((128, 128), Image.BILINEAR))
-    assert psnr(back, src) >= 30.0
+    value = psnr(back, src)
+    assert value >= 30.0, f"x4 reduced back by 4: {value:.2f} dB"
 
 
 def test_corrupt_upscaler_is_a_one_line_error_naming_the_file(comfy, tmp_path):
