@@ -199,6 +199,28 @@ def _crop(rgb: np.ndarray, box: dict) -> np.ndarray:
     return np.asarray(out)
 
 
+def _crop_scaled(rgb: np.ndarray, box: dict, sy: float, sx: float) -> np.ndarray:
+    """The box (detector scale; sy, sx to the image's) cut from the full image: its bounding region only,
+    shrunk (antialiased) to about twice the recogniser's line height, then rotated upright."""
+    k = math.sqrt(sy * sx)
+    big = {**box, "cy": box["cy"] * sy, "cx": box["cx"] * sx, "length": box["length"] * k, "width": box["width"] * k}
+    pts = np.array(_corners(big["cy"], big["cx"], big["length"], big["width"], big["angle"]))
+    h, w = rgb.shape[:2]
+    x0, y0 = int(max(0, math.floor(pts[:, 0].min()) - 1)), int(max(0, math.floor(pts[:, 1].min()) - 1))
+    x1, y1 = int(min(w, math.ceil(pts[:, 0].max()) + 2)), int(min(h, math.ceil(pts[:, 1].max()) + 2))
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((REC_HEIGHT, REC_HEIGHT, 3), np.uint8)
+    region = rgb[y0:y1, x0:x1]
+    f = min(1.0, 2 * REC_HEIGHT / max(big["width"], 1.0))
+    if f < 1.0:
+        region = np.asarray(Image.fromarray(np.ascontiguousarray(region)).resize(
+            (max(1, round(region.shape[1] * f)), max(1, round(region.shape[0] * f))), Image.BILINEAR))
+    fy, fx = region.shape[0] / (y1 - y0), region.shape[1] / (x1 - x0)
+    fk = math.sqrt(fy * fx)
+    return _crop(region, {**big, "cy": (big["cy"] - y0) * fy, "cx": (big["cx"] - x0) * fx,
+                          "length": big["length"] * fk, "width": big["width"] * fk})
+
+
 def recognise(crops: list[np.ndarray], model: str | None = None) -> list[tuple[str, float]]:
     """CTC greedy reading of each crop: (text, mean confidence of the characters kept)."""
     if not crops:
@@ -240,17 +262,7 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
         try:
             order = sorted(range(len(boxes)), key=lambda i: -boxes[i]["length"] * boxes[i]["width"])
             order = order[: int(opts["rec_max_boxes"])]
-            # crop from a copy at most twice the detector's scale (enough for 48 px line height, bounded cost)
-            f = min(1.0, 2 * int(opts["max_side"]) / max(h, w))
-            src = rgb if f >= 1.0 else np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(
-                (max(1, int(w * f)), max(1, int(h * f))), Image.BILINEAR))
-            ky, kx = src.shape[0] / small.shape[0], src.shape[1] / small.shape[1]
-            crops = []
-            for i in order:
-                b = boxes[i]
-                k = math.sqrt(ky * kx)
-                crops.append(_crop(src, {**b, "cy": b["cy"] * ky, "cx": b["cx"] * kx, "length": b["length"] * k,
-                                         "width": b["width"] * k}))
+            crops = [_crop_scaled(rgb, boxes[i], sy, sx) for i in order]
             for i, (text, conf) in zip(order, recognise(crops, opts.get("rec_model"))):
                 boxes[i]["text"], boxes[i]["rec_conf"] = text, conf
             rec_conf = True
