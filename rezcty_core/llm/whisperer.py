@@ -368,6 +368,8 @@ class _Job:
     raws: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     result: Expansion | None = None
+    english: str = ""  # the idea the LLM sees: an Indonesian idea translated (language.english_idea)
+    notes: list[str] = field(default_factory=list)
 
 
 def _make_job(llm: Any, idea: str, image: Any, seed: int, few_shot: bool | None) -> _Job:
@@ -376,7 +378,11 @@ def _make_job(llm: Any, idea: str, image: Any, seed: int, few_shot: bool | None)
         raise ValueError("the idea is empty: write a short idea such as 'a lighthouse on a cliff'")
     if few_shot is None:
         few_shot = getattr(llm, "specialist", None) != "whisperer"
-    return _Job(idea, image, int(seed), whisperer_messages(idea, image is not None, few_shot))
+    from rezcty_core.llm.language import english_idea
+
+    english, note = english_idea(idea)
+    return _Job(idea, image, int(seed), whisperer_messages(english, image is not None, few_shot), english=english,
+                notes=[note] if note else [])
 
 
 def _generate_round(llm: Any, jobs: list[_Job], attempt: int, sampling: dict) -> list[str | None]:
@@ -402,10 +408,10 @@ def _settle(llm: Any, job: _Job, raw: str, attempt: int, triggers: Triggers, max
     job.raws.append(raw)
     body = remove_triggers(clean_generation(raw, cut_off=_hit_limit(llm, raw, max_new_tokens)), triggers)
     body, dropped = drop_unfit_phrases(body)
-    reason = garbage_reason(body, job.idea)
+    reason = garbage_reason(body, job.english or job.idea)
     if reason is None:
         text, truncated = compose(body, triggers, keep_within_77)
-        warnings = [f"retried: {r}" for r in job.reasons]
+        warnings = job.notes + [f"retried: {r}" for r in job.reasons]
         if dropped:
             warnings.append(f"dropped {len(dropped)} phrase(s) with unfit terms: " + "; ".join(dropped))
         job.result = Expansion(job.idea, text, count_clip_tokens(text), derive_seed(job.seed, attempt), attempt + 1,
@@ -417,14 +423,14 @@ def _settle(llm: Any, job: _Job, raw: str, attempt: int, triggers: Triggers, max
 
 
 def _fallback(job: _Job, triggers: Triggers, retries: int, keep_within_77: bool) -> Expansion:
-    body, dropped = drop_unfit_phrases(job.idea)
+    body, dropped = drop_unfit_phrases(job.english or job.idea)
     text, truncated = compose(body, triggers, keep_within_77)
     warning = (f"no usable expansion after {retries + 1} attempts ({'; '.join(job.reasons)}): "
                "used the idea + triggers")
     if dropped:
         warning += f" (idea phrases with unfit terms left out: {'; '.join(dropped)})"
     return Expansion(job.idea, text, count_clip_tokens(text), job.seed & SEED_MAX, retries + 1, fallback=True,
-                     truncated=truncated, warnings=[warning], raw=job.raws)
+                     truncated=truncated, warnings=job.notes + [warning], raw=job.raws)
 
 
 def expand_batch(llm: Any, jobs: list[_Job], triggers: Triggers, *, batch_size: int = 0,
