@@ -4,8 +4,11 @@
         --out models/rezcty_adapters/whisperer_v1 [--specialist whisperer|judge] [--max-steps N]
 
 Stage 1 trains the projector alone (alignment), stage 2 the projector and LoRA together; the
-loss is on the answer tokens only. QLoRA (4-bit NF4, double quant, bf16 compute) on CUDA, plain
-LoRA on the CPU. Writes OUT/ in the adapter folder format (rezcty_core/llm/adapter.py) plus
+loss is on the answer tokens only. QLoRA (4-bit NF4, double quant) by default on CUDA, plain LoRA by
+default on the CPU (`--quantization 4bit-nf4` runs QLoRA there too: bitsandbytes has CPU kernels).
+Compute dtype from the precision policy (rezcty_core.common.precision): fp32 on the CPU, bf16 on
+GPUs with compute capability >= 8.0, fp16 with a grad scaler below (T4); `--dtype` overrides it.
+A memory plan from config.json is printed before loading; on CUDA a plan that cannot fit is refused. Writes OUT/ in the adapter folder format (rezcty_core/llm/adapter.py) plus
 `metrics.jsonl` (loss per step, then the held-out loss, BLEU and ROUGE-L) and `eval.json`.
 Checkpoints go to OUT/checkpoints/; `--resume` continues from the latest one.
 """
@@ -49,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quantization", choices=["auto", "none", "8bit", "4bit-nf4"], default="auto",
                     help="auto: 4bit-nf4 (QLoRA) on CUDA, none on the CPU")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                    help="compute dtype (auto: fp32 on the CPU, bf16 on compute capability >= 8.0, fp16 + grad scaler below)")
     ap.add_argument("--projector", default="mlp2x_gelu", help="linear or mlpNx_gelu")
     ap.add_argument("--patch-grid", type=int, default=2, help="patch embeddings are pooled to GRID x GRID tokens")
     ap.add_argument("--text-only", action="store_true", help="ignore image embeddings (the no-eye baseline)")
@@ -100,17 +105,27 @@ def load_model(args: argparse.Namespace, in_dim: int | None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rezcty_core.llm.model import _pick_device, quantization_config, resolve_base
+    from rezcty_core.common.precision import choose_precision
+    from rezcty_core.llm.model import _pick_device, device_map_for, print_memory_plan, quantization_config, resolve_base
     from rezcty_core.llm.projector import Projector
 
     device = _pick_device(args.device)
     quant_name = args.quantization if args.quantization != "auto" else ("4bit-nf4" if device == "cuda" else "none")
-    quant = quantization_config(quant_name, device)
+    args.precision = choose_precision(device, args.dtype, training=True)
+    dtype = args.precision.torch_dtype
+    quant = quantization_config(quant_name, device, dtype)
     base_dir = resolve_base(args.base_model)
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    print(f"train_adapter: precision {args.precision.dtype} ({args.precision.reason})"
+          f"{', grad scaler on' if args.precision.uses_grad_scaler else ''}", file=sys.stderr)
+    targets = [t.strip() for t in args.target_modules.split(",") if t.strip()]
+    args.memory_plan = print_memory_plan(
+        base_dir, device, mode="train", quantization=quant_name, dtype=args.precision.dtype, seq_len=args.max_length,
+        batch_size=args.batch_size, lora_r=args.lora_r, targets=targets, lora=not args.no_lora,
+        gradient_checkpointing=args.gradient_checkpointing, image_tokens=args.patch_grid ** 2 if in_dim else 0,
+        projector_in=in_dim or 384)
     kwargs: dict = {"dtype": dtype}
     if quant is not None:
-        kwargs.update(quantization_config=quant, device_map={"": 0})
+        kwargs.update(quantization_config=quant, device_map=device_map_for(device))
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
     if quant is None:
@@ -127,7 +142,6 @@ def load_model(args: argparse.Namespace, in_dim: int | None):
     if not args.no_lora:
         from peft import LoraConfig, get_peft_model
 
-        targets = [t.strip() for t in args.target_modules.split(",") if t.strip()]
         config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                             target_modules=targets, bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, config)
@@ -276,12 +290,13 @@ def evaluate(model, tokenizer, projector, examples, args, encode=None) -> dict:
 
 # --- save ------------------------------------------------------------------------------------
 
-def save_adapter(out: Path, model, projector, args, base_dir: Path, quant_name: str, data, train_info: dict) -> None:
+def save_adapter(out: Path, model, projector, args, base_dir: Path, quant_name: str, data, train_info: dict,
+                 tokenizer=None) -> None:
     from safetensors.torch import save_file
 
     from rezcty_core.llm.adapter import PROJECTOR_FILE, AdapterConfig, model_fingerprint, write_adapter_config
     from rezcty_core.llm.model import base_display_name
-    from rezcty_core.llm.templates import template_info
+    from rezcty_core.llm.templates import system_role_mode, template_info
 
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_lora:
@@ -294,7 +309,7 @@ def save_adapter(out: Path, model, projector, args, base_dir: Path, quant_name: 
         base_model={"name": base_display_name(base_dir), "hash": model_fingerprint(base_dir), "hidden_size": hidden},
         eye=data.eye if projector is not None else None,
         projector=projector.config() if projector is not None else None,
-        template=template_info(args.specialist),
+        template=template_info(args.specialist, system_role_mode(tokenizer) if tokenizer is not None else "native"),
         lora=None if args.no_lora else {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
                                          "target_modules": args.target_modules.split(",")},
         training={"quantization": quant_name, "dataset": str(args.data), "seed": args.seed, **train_info})
@@ -344,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     if projector is not None:
         groups.append({"params": list(projector.parameters()), "lr": args.projector_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    precision = args.precision
+    scaler = precision.grad_scaler()
     warmup = min(args.warmup_steps, max(1, total // 10))
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
 
@@ -378,11 +395,14 @@ def main(argv: list[str] | None = None) -> int:
                 example = train[example_order(len(train), step * micro + j, args.seed)]
                 vector = encode(example) if encode else None
                 embeds, labels = example_inputs(example, tokenizer, model, projector, args.specialist, args.max_length, vector)
-                loss = loss_of(model, embeds, labels) / micro
-                loss.backward()
+                with precision.autocast():
+                    loss = loss_of(model, embeds, labels) / micro
+                scaler.scale(loss).backward()
                 step_loss += float(loss.detach())
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             record = {"step": step + 1, "stage": stage, "loss": round(step_loss, 5),
@@ -404,7 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     save_adapter(args.out, model, projector, args, base_dir, quant_name, data,
                  {"steps": total, "stage1_steps": stage1, "examples": len(train), "held_out": len(held),
                   "eval_loss": result["eval_loss"], "bleu": result.get("bleu"), "rouge_l": result.get("rouge_l"),
-                  "text_only": bool(args.text_only), "peak_memory_mb": peak})
+                  "text_only": bool(args.text_only), "peak_memory_mb": peak, "precision": args.precision.record(),
+                  "quantized_linears": sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules()),
+                  "gradient_checkpointing": bool(args.gradient_checkpointing),
+                  "memory_plan_gib": args.memory_plan.to_json()["total_gib"] if args.memory_plan else None},
+                 tokenizer)
     print(f"train_adapter: wrote {args.out} (held-out loss {result['eval_loss']}, BLEU {result.get('bleu')}, "
           f"ROUGE-L {result.get('rouge_l')})", file=sys.stderr)
     return 0

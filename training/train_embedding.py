@@ -33,6 +33,7 @@ from training.train_lora import (
     make_scheduler,
     optimizer_step,
     pick_runtime,
+    precision_record,
     render_sample,
     restore_checkpoint,
     save_checkpoint,
@@ -295,7 +296,8 @@ def save_result(args: argparse.Namespace, model, vectors: torch.Tensor, step: in
                 for k, v in vars(args).items()}
     recorded["steps_done"] = step
     meta = lora_export.rezcty_metadata(args.token, "embedding", model.sha256, recorded,
-                                       rezcty_num_vectors=args.num_vectors, rezcty_steps=step)
+                                       rezcty_num_vectors=args.num_vectors, rezcty_steps=step,
+                                       rezcty_precision=precision_record(args))
     path = lora_export.save_embedding(args.out, vectors, meta)
     print(f"[train_embedding] wrote {path} ({args.num_vectors} vector(s) for {args.token!r}, {step} steps)", flush=True)
     return path

@@ -119,8 +119,10 @@ def pick_runtime(args: argparse.Namespace) -> Runtime:
         raise TrainingError("--device cuda asked but no CUDA GPU is available")
     device = torch.device(name)
     mp = args.mixed_precision
-    if mp == "auto":
-        mp = "fp16" if device.type == "cuda" else "no"
+    if mp == "auto":  # the pack's precision policy: fp32 on the CPU, bf16 on compute capability >= 8.0, fp16 below
+        from rezcty_core.common.precision import choose_precision
+
+        mp = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[choose_precision(str(device), training=True).dtype]
     if mp != "no" and device.type != "cuda":
         raise TrainingError(f"--mixed-precision {mp} needs a CUDA GPU; use --mixed-precision no on CPU")
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[mp]
@@ -600,6 +602,14 @@ def train(args: argparse.Namespace) -> Path:
     return save_result(args, model, network, step)
 
 
+def precision_record(args: argparse.Namespace) -> str:
+    """The precision actually trained in (the policy's pick for `--mixed-precision auto`), for the file's metadata."""
+    rt = pick_runtime(args)
+    mp = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(rt.autocast_dtype, "fp32")
+    return json.dumps({"dtype": mp, "device": rt.device.type, "grad_scaler": mp == "fp16",
+                       "requested": args.mixed_precision})
+
+
 def save_result(args: argparse.Namespace, model, network, step: int) -> Path:
 
     from rezcty_core.sd import lora_export
@@ -611,7 +621,7 @@ def save_result(args: argparse.Namespace, model, network, step: int) -> Path:
         ss_network_module="networks.lora", ss_network_dim=args.rank, ss_network_alpha=args.alpha,
         ss_output_name=args.out.stem, ss_base_model_version="sd_v1", ss_steps=step,
         ss_training_finished_at=int(time.time()),
-        ss_tag_frequency=json.dumps({args.data.name: {args.trigger: 1}}))
+        ss_tag_frequency=json.dumps({args.data.name: {args.trigger: 1}}), rezcty_precision=precision_record(args))
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.save_precision]
     path = lora_export.save_lora(args.out, network, meta, dtype)
     print(f"[train_lora] wrote {path} ({len(network.loras)} LoRA modules, rank {args.rank}, alpha {args.alpha:g}, "

@@ -393,10 +393,10 @@ def _resolve_device(device: str) -> str:
 
 def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
     torch = _torch()
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+    if dtype == "auto":  # the pack's precision policy: a T4 reports bf16 "supported" but only emulates it
+        from rezcty_core.common.precision import choose_precision
+
+        return choose_precision(device).torch_dtype
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
 
 

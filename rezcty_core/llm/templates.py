@@ -65,10 +65,63 @@ def build_messages(specialist: str | None, user_text: str, has_image: bool) -> l
     return [{"role": "system", "content": system_prompt(specialist)}, {"role": "user", "content": user}]
 
 
-def template_info(specialist: str | None) -> dict:
-    """Name and hash of a specialist's template, recorded in the adapter config."""
-    text = json.dumps({"system": system_prompt(specialist), "placeholder": IMAGE_PLACEHOLDER})
-    return {"name": specialist or "plain", "sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+def template_info(specialist: str | None, system_role: str = "native") -> dict:
+    """Name and hash of a specialist's template, recorded in the adapter config. `system_role` is how the
+    model's chat template took the system prompt (`system_role_mode`); a folded one hashes differently."""
+    if system_role not in SYSTEM_ROLE_MODES:
+        raise ValueError(f"system_role '{system_role}': expected one of {', '.join(SYSTEM_ROLE_MODES)}")
+    fields = {"system": system_prompt(specialist), "placeholder": IMAGE_PLACEHOLDER}
+    if system_role != "native":  # native keeps the hash adapters trained before this had
+        fields["system_role"] = system_role
+    text = json.dumps(fields)
+    return {"name": specialist or "plain", "sha256": hashlib.sha256(text.encode()).hexdigest()[:16],
+            "system_role": system_role}
+
+
+# --- chat templates that refuse (or drop) the system role -----------------------------------------
+
+SYSTEM_ROLE_MODES = ("native", "folded")
+_PROBE_SYSTEM = "rezcty-system-probe-7f3a"
+_MODE_CACHE: dict[str, str] = {}
+
+
+def system_role_mode(tokenizer) -> str:
+    """`native` when the tokenizer's chat template renders a system message, `folded` when it raises on one
+    (Gemma 2: "System role not supported") or silently drops it; then the system prompt goes into the first
+    user turn instead (`fold_system`). Probed once per template text."""
+    template = getattr(tokenizer, "chat_template", None)
+    key = hashlib.sha256(str(template).encode()).hexdigest()
+    if key in _MODE_CACHE:
+        return _MODE_CACHE[key]
+    probe = [{"role": "system", "content": _PROBE_SYSTEM}, {"role": "user", "content": "hi"}]
+    try:
+        text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        mode = "native" if _PROBE_SYSTEM in str(text) else "folded"
+    except Exception:  # jinja's TemplateError from raise_exception(), or anything a template throws
+        mode = "folded"
+    _MODE_CACHE[key] = mode
+    return mode
+
+
+def fold_system(messages: list[dict]) -> list[dict]:
+    """Move the system message(s) into the first user turn: `SYSTEM\n\nUSER` (the placeholder stays in the user turn)."""
+    system = "\n\n".join(str(m["content"]) for m in messages if m.get("role") == "system")
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    if not system:
+        return rest
+    for m in rest:
+        if m.get("role") == "user":
+            m["content"] = f"{system}\n\n{m['content']}"
+            return rest
+    return [{"role": "user", "content": system}, *rest]
+
+
+def chat_messages(tokenizer, messages: list[dict]) -> list[dict]:
+    """The messages as this tokenizer's chat template can take them; training and inference both render
+    through this (rezcty_core.llm.model.encode_chat), so they fold the same way."""
+    if any(m.get("role") == "system" for m in messages) and system_role_mode(tokenizer) == "folded":
+        return fold_system(messages)
+    return messages
 
 
 JUDGE_VERDICTS = ("pass", "reject")
