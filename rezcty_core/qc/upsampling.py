@@ -32,6 +32,7 @@ UPSAMPLE_MIN_DB = 6.0  # a shortfall under this is not reported as a factor
 MIN_SIDE = 64  # smaller images are not measured
 DETAIL_SHARE, DETAIL_MIN_TILES = 0.25, 4  # the pooled reading: the most detailed quarter of the tiles
 TILE_OFFSET = 5.0  # dB: the per-tile reading + this caps the pooled one
+TAIL_BAND = (0.58, 0.88)  # reported only: power far above a 4x cutoff, between its spectral images
 TILE_MIN_EXCESS = 10.0  # a tile counts when the bands below predict at least 3x the floor above the cutoff
 TILES_MIN = 3  # ... and at least this many tiles (or all there are) must count
 TILE_PERCENTILE = 25  # the shortfall read at this percentile of those tiles: one sharp region is native
@@ -132,6 +133,10 @@ def measure_upsampling(rgb: np.ndarray, luma: np.ndarray | None = None) -> dict:
     floor = noise_floor(arr, spectra.mean(axis=0), size)
     grid, keep = _band_grid(size), ~_jpeg_lines(size)
     detailed = detailed_spectrum(spectra, size)
+    # far above a 4x cutoff, between its spectral images (0.5, 1.0 of Nyquist), an enlargement sits at the floor
+    # (reported; band-limited render textures sit there too, so it decides nothing)
+    tail = float(detailed[(grid >= TAIL_BAND[0]) & (grid < TAIL_BAND[1]) & keep].mean())
+    out["upsample_tail_db"] = round(10.0 * math.log10(max(tail, 1e-12) / floor), 2)
     best, best_k = -math.inf, None
     for k in FACTORS:
         cut = 1.0 / k
