@@ -130,12 +130,18 @@ def client(comfy) -> ComfyClient:
     return ComfyClient(comfy.url)
 
 
-def small_sd(graph: dict, models: dict, sampler: str, latent: str, ckpt: str, bridge: str) -> dict:
+def small_sd(graph: dict, models: dict, ckpt: str, bridge: str) -> dict:
+    """The SD chain at CPU-test cost: 1 step per pass, a 64 px first pass (Stock Size base_scale), the 6-block
+    embedded upscaler; the final exact stock size is the real one."""
     set_input(graph, f"{ckpt}.ckpt_name", models["ckpt"])
     set_input(graph, f"{bridge}.embedding", models["embedding"])
-    set_input(graph, f"{sampler}.steps", 1)
-    set_input(graph, f"{latent}.width", 64)
-    set_input(graph, f"{latent}.height", 64)
+    for node_id, node in graph.items():
+        if node["class_type"] == "KSampler":
+            set_input(graph, f"{node_id}.steps", 1)
+        elif node["class_type"] == "RezctyStockSize":
+            set_input(graph, f"{node_id}.base_scale", 0.125)
+        elif node["class_type"] == "UpscaleModelLoader":
+            set_input(graph, f"{node_id}.model_name", "RealESRGAN_x4plus_anime.safetensors")
     return graph
 
 
@@ -158,16 +164,17 @@ def test_line1_prompts_runs(comfy, client, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["line2_generation", "line2_generation_vae"])
-def test_line2_generation_runs_and_upscales_x4(comfy, client, models, tmp_path, name):
+def test_line2_generation_runs_to_the_exact_stock_size(comfy, client, models, tmp_path, name):
     graph = load_workflow(API / f"{name}.json")
     needs(client.object_info(), graph)
-    small_sd(graph, models, "6", "5", "1", "3")
+    small_sd(graph, models, "1", "3")
+    set_input(graph, "11.preset", "3:2")
     if "10" in graph:
         set_input(graph, "10.vae_name", models["vae"])
     result = client.run(graph, tmp_path)
     [png] = result.files
     with Image.open(png) as im:
-        assert im.size == (256, 256)  # 64 px latent image x4; 512 px -> 2048 px = 4.19 MP in the real run
+        assert im.size == (2454, 1636)  # the 3:2 preset's stock size (every preset: tests/test_line2_stock.py)
 
 
 def _check_line3(result: RunOutput, comfy) -> list[dict]:
@@ -214,7 +221,7 @@ def test_line3_qc_metadata_with_the_llm_judge_runs(comfy, client, tiny_llm, tmp_
 def test_all_in_one_runs(comfy, client, models, tiny_llm, tmp_path):
     graph = load_workflow(API / "all_in_one.json")
     needs(client.object_info(), graph)
-    small_sd(graph, models, "8", "7", "3", "5")
+    small_sd(graph, models, "3", "5")
     # the whole chain; the LLM writes the prompt here, its judge/writer paths are covered elsewhere (slow on a CPU)
     apply_sets(graph, ["2.max_new_tokens=16", "14.csv_name=wf_all.csv", f"1.base_model={tiny_llm}",
                           "13.llm=null", "14.llm=null"])

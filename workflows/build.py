@@ -60,6 +60,10 @@ SCHEMAS: dict[str, Schema] = {
     "VAEDecode": _s("samples:LATENT, vae:VAE", "IMAGE:IMAGE"),
     "VAELoader": _s("vae_name:COMBO", "VAE:VAE"),
     "ImageScaleBy": _s("image:IMAGE, upscale_method:COMBO, scale_by:FLOAT", "IMAGE:IMAGE"),
+    "ImageScale": _s("image:IMAGE, upscale_method:COMBO, width:INT, height:INT, crop:COMBO", "IMAGE:IMAGE"),
+    "LatentUpscaleBy": _s("samples:LATENT, upscale_method:COMBO, scale_by:FLOAT", "LATENT:LATENT"),
+    "UpscaleModelLoader": _s("model_name:COMBO", "UPSCALE_MODEL:UPSCALE_MODEL"),
+    "ImageUpscaleWithModel": _s("upscale_model:UPSCALE_MODEL, image:IMAGE", "IMAGE:IMAGE"),
     "SaveImage": _s("images:IMAGE, filename_prefix:STRING", "images:IMAGE"),
     "LoadImage": _s("image:COMBO", "IMAGE:IMAGE, MASK:MASK"),
     "PreviewAny": _s("source:*", "STRING:STRING"),
@@ -80,6 +84,8 @@ SCHEMAS: dict[str, Schema] = {
                                "structure_strength_clip:FLOAT", "MODEL:MODEL, CLIP:CLIP, trigger_words:STRING"),
     "RezctyEmbeddingBridge": _s("clip:CLIP, text:STRING, embedding:COMBO, weight:FLOAT",
                                 "CONDITIONING:CONDITIONING, encoded_text:STRING"),
+    "RezctyStockSize": _s("preset:COMBO, base_scale:FLOAT",
+                          "base_width:INT, base_height:INT, target_width:INT, target_height:INT, info:STRING"),
 }
 
 DEFAULT_SIZES = {"Note": (370, 280), "PreviewAny": (380, 220), "SaveImage": (380, 420), "LoadImage": (320, 380),
@@ -135,19 +141,23 @@ Headless, for hundreds of ideas (resumable):
 """
 
 NOTE_LINE2 = """
-LINE 2 - GENERATION (only SD 1.5 + LoRAs + embedding + VAE are loaded)
+LINE 2 - GENERATION (only SD 1.5 + LoRAs + embedding + VAE + the upscaler are loaded)
 
 Checkpoint -> Dual LoRA Loader (rezcty_style 0.7-1.0, rezcty_structure 0.4-0.7)
--> Embedding Bridge (rezcty_genius at 0.2-0.4, the semantic bridge) -> KSampler at 512x512
--> VAE Decode -> x4 upscale to 2048x2048 = 4.19 MP (Adobe Stock wants >= 4 MP) -> Save Image.
+-> Embedding Bridge (rezcty_genius at 0.2-0.4, the semantic bridge)
+-> Stock Size (aspect preset: 1:1, 3:2, 2:3, 4:3, 3:4, 16:9, 9:16) -> Empty Latent at the SD 1.5-native base size
+-> KSampler -> detail pass ("hires fix": latent x1.5 + a second KSampler at denoise 0.45, same prompts)
+-> VAE Decode -> Real-ESRGAN x4plus (Load Upscale Model + Upscale Image using Model)
+-> Upscale Image to the exact stock size of the preset (>= 4 MP, e.g. 3:2 -> 2454 x 1636) -> Save Image.
+Line 3's Metadata Writer turns the saved image into the stock JPEG.
 
 - Put an SD 1.5 checkpoint in models/checkpoints/ (e.g. v1-5-pruned-emaonly.safetensors),
   your LoRAs in models/loras/, rezcty_genius in models/embeddings/.
+- RealESRGAN_x4plus.safetensors (photos) and RealESRGAN_x4plus_anime.safetensors (illustrations) come with
+  the pack; any other ESRGAN-type x4 model in models/upscale_models/ works too.
 - VAE as the final lens: this file decodes with the checkpoint's VAE; workflows/ui/line2_generation_vae.json
   loads one from models/vae/ (a dreamy one or a clean one).
-- Upscale: "Upscale Image By" with lanczos x4 (no weights needed). For an ESRGAN-type model, put it in
-  models/upscale_models/, add "Load Upscale Model" + "Upscale Image (using Model)" before this node
-  and set scale_by so the result stays >= 2048 px (x4 model: scale_by 1.0).
+- Same seed + same preset + same models = the same pixels: line 1's prompts.json records all of it.
 
 Headless: python -m rezcty_core.client batch workflows/api/line2_generation.json --server URL
   --prompts runs/line1/prompts.json --out runs/line2     (each image gets NAME.txt with its prompt)
@@ -190,6 +200,49 @@ def line1() -> Workflow:
     ])
 
 
+UPSCALER = "RealESRGAN_x4plus.safetensors"
+PRESET = "1:1"
+DETAIL_SCALE, DETAIL_DENOISE, DETAIL_STEPS = 1.5, 0.45, 15
+
+
+def stock_chain(ids: dict, x: int, y: int, model: tuple, positive: tuple, negative: tuple, vae: tuple) -> list[Node]:
+    """Line 2's render as stock practice: preset base size -> KSampler -> detail pass (latent x1.5 + a second
+    KSampler at low denoise, same conditioning) -> VAE Decode -> x4 model upscale -> exact stock size.
+
+    `ids` names the node ids: size, latent, sampler, detail_up, detail, decode, loader, upscale, exact."""
+    i = ids
+    return [
+        Node(i["size"], "RezctyStockSize", (x - 420, y + 840), "Stock size (aspect preset)",
+             {"preset": PRESET, "base_scale": 1.0}),
+        Node(i["latent"], "EmptyLatentImage", (x - 420, y + 1080), "Empty latent (preset base size)",
+             {"width": 512, "height": 512, "batch_size": 1}, {"width": (i["size"], 0), "height": (i["size"], 1)}),
+        Node(i["sampler"], "KSampler", (x, y), "KSampler", {
+            "seed": 42, "steps": 25, "cfg": 7.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0},
+            {"model": model, "positive": positive, "negative": negative, "latent_image": (i["latent"], 0)}),
+        Node(i["detail_up"], "LatentUpscaleBy", (x, y + 330), f"Detail pass: latent x{DETAIL_SCALE:g}",
+             {"upscale_method": "nearest-exact", "scale_by": DETAIL_SCALE}, {"samples": (i["sampler"], 0)}),
+        Node(i["detail"], "KSampler", (x, y + 470), "KSampler (detail pass)", {
+            "seed": 42, "steps": DETAIL_STEPS, "cfg": 7.0, "sampler_name": "dpmpp_2m", "scheduler": "karras",
+            "denoise": DETAIL_DENOISE},
+            {"model": model, "positive": positive, "negative": negative, "latent_image": (i["detail_up"], 0)}),
+        Node(i["decode"], "VAEDecode", (x + 360, y), "VAE Decode (the final lens)",
+             links={"samples": (i["detail"], 0), "vae": vae}),
+        Node(i["loader"], "UpscaleModelLoader", (x + 360, y + 120), "Upscaler (Real-ESRGAN x4plus)",
+             {"model_name": UPSCALER}),
+        Node(i["upscale"], "ImageUpscaleWithModel", (x + 360, y + 240), "Upscale x4 (model)",
+             links={"upscale_model": (i["loader"], 0), "image": (i["decode"], 0)}),
+        Node(i["exact"], "ImageScale", (x + 360, y + 360), "Exact stock size", {
+            "upscale_method": "lanczos", "width": 2000, "height": 2000, "crop": "center"},
+            {"image": (i["upscale"], 0), "width": (i["size"], 2), "height": (i["size"], 3)}),
+    ]
+
+
+LINE2_IDS = {"latent": 5, "sampler": 6, "decode": 7, "exact": 8, "size": 11, "detail_up": 12, "detail": 13,
+             "loader": 14, "upscale": 15}
+ALL_IDS = {"latent": 7, "sampler": 8, "decode": 9, "exact": 10, "size": 16, "detail_up": 17, "detail": 18,
+           "loader": 19, "upscale": 20}
+
+
 def line2(custom_vae: bool = False) -> Workflow:
     nodes = [
         note(100, (20, 20), NOTE_LINE2),
@@ -201,18 +254,11 @@ def line2(custom_vae: bool = False) -> Workflow:
         Node(3, "RezctyEmbeddingBridge", (400, 380), "Positive prompt + rezcty_genius", {
             "text": PROMPT, "embedding": EMBEDDING, "weight": 0.3}, {"clip": (2, 1)}),
         Node(4, "CLIPTextEncode", (400, 640), "Negative prompt", {"text": NEGATIVE}, {"clip": (2, 1)}),
-        Node(5, "EmptyLatentImage", (400, 860), "512 x 512", {"width": 512, "height": 512, "batch_size": 1}),
-        Node(6, "KSampler", (820, 20), "KSampler", {
-            "seed": 42, "steps": 25, "cfg": 7.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0},
-            {"model": (2, 0), "positive": (3, 0), "negative": (4, 0), "latent_image": (5, 0)}),
-        Node(7, "VAEDecode", (820, 360), "VAE Decode (the final lens)", links={"samples": (6, 0), "vae": (1, 2)}),
-        Node(8, "ImageScaleBy", (820, 480), "Upscale x4 (lanczos) to 4.19 MP",
-             {"upscale_method": "lanczos", "scale_by": 4.0}, {"image": (7, 0)}),
-        Node(9, "SaveImage", (1180, 20), "Save", {"filename_prefix": "rezcty/gen"}, {"images": (8, 0)}),
+        *stock_chain(LINE2_IDS, 820, 20, (2, 0), (3, 0), (4, 0), (10, 0) if custom_vae else (1, 2)),
+        Node(9, "SaveImage", (1540, 20), "Save", {"filename_prefix": "rezcty/gen"}, {"images": (8, 0)}),
     ]
     if custom_vae:
         nodes.append(Node(10, "VAELoader", (20, 480), "VAE of choice", {"vae_name": "vae-ft-mse-840000-ema-pruned.safetensors"}))
-        nodes[7].links["vae"] = (10, 0)
         return Workflow("line2_generation_vae", "rezcty line 2: generation (VAE of choice)", nodes)
     return Workflow("line2_generation", "rezcty line 2: generation", nodes)
 
@@ -259,23 +305,17 @@ def all_in_one() -> Workflow:
         Node(5, "RezctyEmbeddingBridge", (480, 520), "Prompt + rezcty_genius", {
             "text": PROMPT, "embedding": EMBEDDING, "weight": 0.3}, {"clip": (4, 1), "text": (2, 0)}),
         Node(6, "CLIPTextEncode", (480, 760), "Negative prompt", {"text": NEGATIVE}, {"clip": (4, 1)}),
-        Node(7, "EmptyLatentImage", (480, 980), "512 x 512", {"width": 512, "height": 512, "batch_size": 1}),
-        Node(8, "KSampler", (900, 20), "KSampler", {
-            "seed": 42, "steps": 25, "cfg": 7.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0},
-            {"model": (4, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (7, 0)}),
-        Node(9, "VAEDecode", (900, 360), "VAE Decode", links={"samples": (8, 0), "vae": (3, 2)}),
-        Node(10, "ImageScaleBy", (900, 480), "Upscale x4 (lanczos)", {"upscale_method": "lanczos", "scale_by": 4.0},
-             {"image": (9, 0)}),
-        Node(11, "RezctyDINOv2Loader", (1300, 20), "DINOv2 (the eye)", {
+        *stock_chain(ALL_IDS, 900, 20, (4, 0), (5, 0), (6, 0), (3, 2)),
+        Node(11, "RezctyDINOv2Loader", (1700, 20), "DINOv2 (the eye)", {
             "model": "embedded: dinov2-small", "device": "auto", "dtype": "auto"}),
-        Node(12, "RezctyDINOv2Embed", (1300, 200), "DINOv2 Embed", {"pooling": "cls", "use_cache": True, "resolution": 0},
+        Node(12, "RezctyDINOv2Embed", (1700, 200), "DINOv2 Embed", {"pooling": "cls", "use_cache": True, "resolution": 0},
              {"dino": (11, 0), "image": (10, 0)}),
-        Node(13, "RezctyQCJudge", (1300, 400), "QC Judge (Adobe Stock)", {"profile": "adobe_stock"},
+        Node(13, "RezctyQCJudge", (1700, 400), "QC Judge (Adobe Stock)", {"profile": "adobe_stock"},
              {"images": (10, 0), "llm": (1, 0), "image_embedding": (12, 0)}),
-        Node(14, "RezctyMetadataWriter", (1700, 20), "Metadata Writer", {
+        Node(14, "RezctyMetadataWriter", (2100, 20), "Metadata Writer", {
             "prompt": "", "filename_prefix": "rezcty", "csv_name": "adobe_stock.csv", "category": "auto"},
             {"images": (10, 0), "prompt": (2, 0), "llm": (1, 0), "image_embedding": (12, 0), "qc_report": (13, 2)}),
-        Node(15, "PreviewAny", (1700, 360), "QC report", links={"source": (13, 2)}),
+        Node(15, "PreviewAny", (2100, 360), "QC report", links={"source": (13, 2)}),
     ])
 
 
