@@ -26,6 +26,7 @@ FACE_MODEL = f"{RAW}/face_detection/face_detection_short_range.tflite"
 PALM_MODEL = f"{RAW}/palm_detection/palm_detection_full.tflite"
 WHEEL_MEMBERS = ["mediapipe/modules/face_detection/face_detection_short_range.tflite",
                  "mediapipe/modules/palm_detection/palm_detection_full.tflite"]
+PRESHRINK = 384  # frames are box-reduced to about this side before the detectors' own resize
 DEFAULTS = {"enabled": True, "face_min_score": 0.6, "hand_min_score": 0.6, "nms_iou": 0.3,
             "face_min_share": 0.0005, "people_flag": True, "hands_flag": True}
 
@@ -175,6 +176,11 @@ def detect_people(rgb: np.ndarray, opts: dict | None = None, embedded: Path | No
     not_run: list[dict] = []
     arr = np.asarray(rgb)[..., :3]
     small = min(arr.shape[:2]) < 8
+    factor = max(arr.shape[:2]) // PRESHRINK
+    if factor >= 2 and not small:  # one box-averaged copy for both detectors (192 px inputs at most)
+        from PIL import Image
+
+        arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr)).reduce(factor))
     for kind, check in (("face", "people"), ("palm", "hands")):
         try:
             found = [] if small else _detector(kind, embedded).detect(
