@@ -26,6 +26,7 @@ from comfy_server import IMPORT_FAILURE_PATTERNS, ComfyProcess, ComfyStartError,
 CONTRACT_NODES = [
     "RezctyDINOv2Loader", "RezctyDINOv2Embed", "RezctyLLMLoader", "RezctyWhispererExpand",
     "RezctyQCJudge", "RezctyMetadataWriter", "RezctyDualLoraLoader", "RezctyEmbeddingBridge",
+    "RezctyStockSize",  # issue 16: line 2's aspect preset -> base size + exact stock size (not in CONTRACT.md yet)
 ]
 
 
