@@ -85,7 +85,7 @@ def test_row_sampler_is_independent_of_batch_mates():
 
 
 def test_eight_ideas_batched_through_the_server(comfy):
-    graph = whisper_graph(SMOL, "\n".join(IDEAS), seed=4, max_new_tokens=40, batch_size=8)
+    graph = whisper_graph(SMOL, "\n".join(IDEAS), seed=4, max_new_tokens=24, batch_size=8)
     result = comfy.run(graph)
     texts = result.text("3")
     assert len(texts) == 8
@@ -97,9 +97,7 @@ def test_eight_ideas_batched_through_the_server(comfy):
         assert text.count("rezcty_style") == 1 and text.count("rezcty_structure") == 1
         assert "\n" not in text and "<|" not in text
         assert not [h for h in unfit.find(text) if h.category == w.UNFIT_CATEGORY]
-    # one by one (batch 1) gives the same prompts: each idea is sampled with its own seed
-    one_by_one = comfy.run(whisper_graph(SMOL, "\n".join(IDEAS), seed=4, max_new_tokens=40, batch_size=1))
-    assert one_by_one.text("3") == texts
+    # independence from batch mates (same text at batch 1) is tested in the core: test_row_sampler_...
 
 
 def test_unfit_phrase_dropped_and_all_unfit_idea_retried_then_fallback(comfy):
