@@ -10,7 +10,7 @@ from image_samples import photo_path
 from rezcty_core.common.imageio import load_image_rgb
 from rezcty_core.common.paths import embedded_dir
 from rezcty_core.eye import dinov2 as vision
-from rezcty_core.eye.dinov2_onnx import backbone_state_dict
+from rezcty_core.eye.dinov2_onnx import backbone_state_dict, to_model_names
 
 
 def onnx_backbone_output(pixel_values: np.ndarray) -> np.ndarray:
@@ -36,10 +36,11 @@ def test_converted_model_matches_onnx_graph_on_a_real_photo():
 
 
 def test_every_backbone_weight_is_recovered_from_the_graph():
-    state = backbone_state_dict(embedded_dir() / vision.ONNX_RELATIVE)
+    raw = backbone_state_dict(embedded_dir() / vision.ONNX_RELATIVE)
+    assert raw["encoder.layer.0.attention.attention.query.weight"].shape == (384, 384)
     model_state = vision.load_dinov2("embedded").model.state_dict()
+    state = to_model_names(raw, set(model_state))  # transformers 5 names the attention q/k/v/o_proj
     assert set(state) == set(model_state)
-    assert state["encoder.layer.0.attention.attention.query.weight"].shape == (384, 384)
     assert state["embeddings.position_embeddings"].shape == (1, 1370, 384)
     for name in ("encoder.layer.11.mlp.fc2.weight", "embeddings.position_embeddings", "layernorm.weight"):
         assert np.array_equal(state[name], model_state[name].numpy()), name

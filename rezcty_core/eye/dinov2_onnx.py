@@ -77,6 +77,24 @@ def config_for(state: dict[str, np.ndarray]) -> dict:
             "layerscale_value": 1.0, "layer_norm_eps": 1e-6, "use_swiglu_ffn": False, "hidden_act": "gelu"}
 
 
+# The ONNX graph carries transformers 4's attention names; transformers 5 calls them q/k/v/o_proj.
+_ATTENTION_RENAMES = {".attention.attention.query.": ".attention.q_proj.", ".attention.attention.key.": ".attention.k_proj.",
+                      ".attention.attention.value.": ".attention.v_proj.", ".attention.output.dense.": ".attention.o_proj."}
+
+
+def to_model_names(state: dict[str, np.ndarray], expected: set[str]) -> dict[str, np.ndarray]:
+    """Rename the attention weights to the installed transformers' names where they differ."""
+    out = {}
+    for key, value in state.items():
+        if key not in expected:
+            for old, new in _ATTENTION_RENAMES.items():
+                if old in key and key.replace(old, new) in expected:
+                    key = key.replace(old, new)
+                    break
+        out[key] = value
+    return out
+
+
 def convert_onnx_to_hf(onnx_path: Path, out: Path) -> Path:
     """Write `out/` (config.json, model.safetensors, preprocessor_config.json, NOTICE.md) atomically."""
     import torch
@@ -84,6 +102,7 @@ def convert_onnx_to_hf(onnx_path: Path, out: Path) -> Path:
 
     state = backbone_state_dict(onnx_path)
     model = Dinov2Model(Dinov2Config(**config_for(state)))
+    state = to_model_names(state, set(model.state_dict()))
     missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
     if missing or unexpected:
         raise ValueError(f"{onnx_path}: conversion mismatch, missing {missing}, unexpected {unexpected}")
