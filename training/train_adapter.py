@@ -425,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                  {"steps": total, "stage1_steps": stage1, "examples": len(train), "held_out": len(held),
                   "eval_loss": result["eval_loss"], "bleu": result.get("bleu"), "rouge_l": result.get("rouge_l"),
                   "text_only": bool(args.text_only), "peak_memory_mb": peak, "precision": args.precision.record(),
-                  "quantized_linears": sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules()),
+                  "quantized_linears": sum(type(m).__module__.startswith("bitsandbytes") and type(m).__name__ in
+                                           ("Linear4bit", "Linear8bitLt") for m in model.modules()),
                   "gradient_checkpointing": bool(args.gradient_checkpointing),
                   "memory_plan_gib": args.memory_plan.to_json()["total_gib"] if args.memory_plan else None},
                  tokenizer)
