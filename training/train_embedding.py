@@ -199,7 +199,7 @@ def add_token(model, args: argparse.Namespace) -> torch.nn.Parameter:
     if tok.add_tokens(words) != len(words):
         raise TrainingError(f"--token {args.token!r} is already a single CLIP token; choose a made-up word")
     model.tokenizer = tok
-    emb = model.text_encoder.text_model.embeddings.token_embedding
+    emb = model.text_encoder.get_input_embeddings()
     init_ids = tok(args.init_word, add_special_tokens=False).input_ids or [tok.convert_tokens_to_ids("*</w>")]
     with torch.no_grad():
         init = emb.weight[init_ids].float().mean(0)

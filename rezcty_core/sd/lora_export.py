@@ -113,8 +113,10 @@ def inject_lora(unet: nn.Module, text_encoder: nn.Module | None, rank: int, alph
     for name, layer in _targets(unet, UNET_TARGET_BLOCKS):
         modules.append(LoRAModule(f"{UNET_PREFIX}_{name.replace('.', '_')}", layer, rank, alpha, dropout))
     if text_encoder is not None:
+        # kohya names CLIP layers from `text_model.`; transformers 5's CLIPTextModel no longer has that level
+        root = "" if hasattr(text_encoder, "text_model") else "text_model."
         for name, layer in _targets(text_encoder, TE_TARGET_BLOCKS):
-            modules.append(LoRAModule(f"{TE_PREFIX}_{name.replace('.', '_')}", layer, rank, alpha, dropout))
+            modules.append(LoRAModule(f"{TE_PREFIX}_{(root + name).replace('.', '_')}", layer, rank, alpha, dropout))
     if not modules:
         raise ValueError("no LoRA target layers found in the UNet")
     net = LoRANetwork(modules)

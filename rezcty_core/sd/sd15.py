@@ -172,6 +172,11 @@ def clip_tokenizer():
     return shared()
 
 
+def text_transformer(text_encoder):
+    """The CLIP text transformer (`.embeddings`, `.encoder`): `text_model` in transformers 4, the model itself in 5."""
+    return getattr(text_encoder, "text_model", text_encoder)
+
+
 def _load_strict(module, weights: dict, what: str, path: Path) -> None:
     """Load into a module built on the meta device (no random init: loading takes seconds, not a minute)."""
     missing, unexpected = module.load_state_dict(weights, strict=False, assign=True)
@@ -203,9 +208,11 @@ def load_sd15(path: str | Path, *, dtype=None, device: str = "cpu") -> SD15:
         text_encoder = CLIPTextModel(CLIPTextConfig(**infer_clip_config(te_state)))
     _load_strict(unet, convert_ldm_unet_checkpoint(state, unet_config), "UNet", path)
     _load_strict(vae, convert_ldm_vae_checkpoint(state, vae_config), "VAE", path)
+    if not hasattr(text_encoder, "text_model"):  # transformers 5 flattened CLIPTextModel: no `text_model.` level
+        te_state = {k.removeprefix("text_model."): v for k, v in te_state.items()}
     _load_strict(text_encoder, te_state, "CLIP text encoder", path)
     positions = text_encoder.config.max_position_embeddings
-    text_encoder.text_model.embeddings.position_ids = torch.arange(positions).unsqueeze(0)  # non-persistent buffer
+    text_transformer(text_encoder).embeddings.position_ids = torch.arange(positions).unsqueeze(0)  # non-persistent
     del state
     from diffusers.utils import logging as diffusers_logging
 
