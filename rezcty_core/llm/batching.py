@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rezcty_core.llm.model import assemble_inputs, encode_chat
+from rezcty_core.llm.model import assemble_inputs, encode_chat, with_image_placeholder
 from rezcty_core.llm.templates import IMAGE_PLACEHOLDER
 
 SEED_MOD = 2**63
@@ -104,17 +104,6 @@ def _available_ram() -> int:
     return 4 << 30
 
 
-def _with_placeholder(messages: list[dict]) -> list[dict]:
-    if any(IMAGE_PLACEHOLDER in str(m.get("content", "")) for m in messages):
-        return messages
-    out = [dict(m) for m in messages]
-    for m in reversed(out):
-        if m.get("role") == "user":
-            m["content"] = f"{IMAGE_PLACEHOLDER}\n{m['content']}"
-            return out
-    raise ValueError("an image was given but the chat has no user message to hold it")
-
-
 def row_embeddings(llm: Any, messages: list[dict], image: Any = None) -> Any:
     """`(L, H)` input embeddings of one chat, image tokens spliced in at the placeholder."""
     import torch
@@ -127,7 +116,7 @@ def row_embeddings(llm: Any, messages: list[dict], image: Any = None) -> Any:
                              "no projector; load an adapter trained with image embeddings or leave the image "
                              "input unconnected")
         check_eye(llm.config, llm.adapter_name or "", dict(getattr(image, "meta", {}) or {}))
-        messages = _with_placeholder(messages)
+        messages = with_image_placeholder(messages)
     encoded = encode_chat(llm.tokenizer, messages)
     if encoded.has_image and image is None:
         raise ValueError(f"the chat holds {IMAGE_PLACEHOLDER} but no image embedding was given")

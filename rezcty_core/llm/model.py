@@ -447,7 +447,7 @@ class LoadedLLM:
         import torch
 
         self.load()
-        messages = _with_placeholder(messages) if image is not None else messages
+        messages = with_image_placeholder(messages) if image is not None else messages
         if image is not None:
             if not self.can_see:
                 raise ValueError(f"LLM '{self.base_name}' with adapter '{self.adapter_name or 'none'}' cannot see: "
@@ -507,7 +507,7 @@ class LoadedLLM:
         return JsonReply(None, int(retries) + 1, raw, errors)
 
 
-def _with_placeholder(messages: list[dict]) -> list[dict]:
+def with_image_placeholder(messages: list[dict]) -> list[dict]:
     """Put `<image>` at the start of the last user message when the caller did not."""
     if any(IMAGE_PLACEHOLDER in str(m.get("content", "")) for m in messages):
         return messages
