@@ -74,7 +74,7 @@ SCHEMAS: dict[str, Schema] = {
     "RezctyLLMLoader": _s("base_model:COMBO, adapter:COMBO, quantization:COMBO, keep_loaded:BOOLEAN", "llm:REZCTY_LLM"),
     "RezctyWhispererExpand": _s("llm:REZCTY_LLM, prompt:STRING, trigger_words:STRING, seed:INT, temperature:FLOAT, "
                                 "top_p:FLOAT, top_k:INT, max_new_tokens:INT, image_embedding:REZCTY_EMBEDDING?, "
-                                "keep_within_77:BOOLEAN?", "prompt:STRING", seed_control=("seed",)),
+                                "keep_within_77:BOOLEAN?, batch_size:INT?", "prompt:STRING", seed_control=("seed",)),
     "RezctyQCJudge": _s("images:IMAGE, profile:COMBO, llm:REZCTY_LLM?, image_embedding:REZCTY_EMBEDDING?",
                         "passed:IMAGE, rejected:IMAGE, report:STRING"),
     "RezctyMetadataWriter": _s("images:IMAGE, prompt:STRING, filename_prefix:STRING, csv_name:STRING, category:COMBO, "
@@ -195,7 +195,7 @@ def line1() -> Workflow:
             "keep_loaded": True}),
         Node(2, "RezctyWhispererExpand", (480, 20), "Whisperer Expand", {
             "prompt": IDEAS, "trigger_words": TRIGGERS, "seed": 42, "temperature": 0.75, "top_p": 0.95,
-            "top_k": 50, "max_new_tokens": 96, "keep_within_77": True}, {"llm": (1, 0)}),
+            "top_k": 50, "max_new_tokens": 96, "keep_within_77": True, "batch_size": 0}, {"llm": (1, 0)}),
         Node(3, "PreviewAny", (960, 20), "Expanded prompts", links={"source": (2, 0)}),
     ])
 
@@ -296,7 +296,7 @@ def all_in_one() -> Workflow:
             "keep_loaded": True}),
         Node(2, "RezctyWhispererExpand", (20, 560), "Whisperer Expand", {
             "prompt": "sunrise over mountain", "trigger_words": TRIGGERS, "seed": 42, "temperature": 0.75,
-            "top_p": 0.95, "top_k": 50, "max_new_tokens": 96, "keep_within_77": True}, {"llm": (1, 0)}),
+            "top_p": 0.95, "top_k": 50, "max_new_tokens": 96, "keep_within_77": True, "batch_size": 0}, {"llm": (1, 0)}),
         Node(3, "CheckpointLoaderSimple", (480, 20), "SD 1.5 checkpoint", {"ckpt_name": SD15}),
         Node(4, "RezctyDualLoraLoader", (480, 180), "Dual LoRA (style + structure)", {
             "style_lora": "none", "style_strength_model": 0.85, "style_strength_clip": 0.85,
