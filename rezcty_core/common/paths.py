@@ -23,3 +23,15 @@ def embedded_dir() -> Path:
 def embedded_raw(*parts: str) -> Path:
     """A file as unpacked from its PyPI wheel, before any conversion."""
     return embedded_dir().joinpath("raw", *parts)
+
+
+def read_pairs(path: Path) -> dict[str, str]:
+    """A user-editable `source = target` word list (lower-cased; `#` starts a comment)."""
+    pairs: dict[str, str] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" in line:
+            src, dst = (p.strip().lower() for p in line.split("=", 1))
+            if src and dst:
+                pairs[src] = dst
+    return pairs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 
-from rezcty_core.common.paths import DATA_DIR
+from rezcty_core.common.paths import DATA_DIR, read_pairs
 
 GLOSSARY_FILE = DATA_DIR / "metadata" / "id_en.txt"
 STOPWORDS_FILE = DATA_DIR / "metadata" / "stopwords_id.txt"
@@ -32,20 +32,9 @@ ADJECTIVES = frozenset(("red blue green yellow white black purple orange brown g
                         "flying sleeping cute wild").split())
 
 
-def _pairs(path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "=" in line:
-            src, dst = (p.strip().lower() for p in line.split("=", 1))
-            if src and dst:
-                out[src] = dst
-    return out
-
-
 @functools.lru_cache(maxsize=1)
 def glossary() -> dict[str, str]:
-    return {**PREPOSITIONS, **_pairs(GLOSSARY_FILE)}
+    return {**PREPOSITIONS, **read_pairs(GLOSSARY_FILE)}
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 
-from rezcty_core.common.paths import DATA_DIR
+from rezcty_core.common.paths import DATA_DIR, read_pairs
 
 METADATA_DATA = DATA_DIR / "metadata"
 
@@ -30,14 +30,7 @@ WORD = re.compile(r"[^\W_][\w'\-]*", re.UNICODE)
 
 
 def _read_pairs(name: str) -> dict[str, str]:
-    pairs = {}
-    for line in (METADATA_DATA / name).read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "=" in line:
-            src, dst = (p.strip().lower() for p in line.split("=", 1))
-            if src and dst:
-                pairs[src] = dst
-    return pairs
+    return read_pairs(METADATA_DATA / name)
 
 
 @functools.lru_cache(maxsize=1)
