@@ -19,7 +19,6 @@ Speed: measure_upsampling and detect_people on a 4 MP render, beside a plain num
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
@@ -36,6 +35,8 @@ from PIL import Image  # noqa: E402
 from rezcty_core.qc import checks as qc  # noqa: E402
 from rezcty_core.qc import people, upsampling  # noqa: E402
 from rezcty_core.qc import synth as qc_synth  # noqa: E402
+from rezcty_core.qc.synth import enlarge  # noqa: E402
+from rezcty_core.qc.synth import jpeg_roundtrip as jpeg  # noqa: E402
 
 PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
           "gravel.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg")
@@ -57,19 +58,6 @@ def skimage_folder() -> Path | None:
 def load(name: str) -> np.ndarray:
     with Image.open(skimage_folder() / name) as im:
         return np.asarray(im.convert("RGB"))
-
-
-def enlarge(rgb: np.ndarray, factor: int, source: int | None = 256, method=Image.LANCZOS) -> np.ndarray:
-    im = Image.fromarray(rgb)
-    if source:
-        im.thumbnail((source, source), Image.LANCZOS)
-    return np.asarray(im.resize((im.width * factor, im.height * factor), method))
-
-
-def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
-    return np.asarray(Image.open(buf).convert("RGB"))
 
 
 def esrgan_outputs(make: int) -> list[tuple[str, np.ndarray]]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import io
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from PIL import Image
 from rezcty_core.qc import checks as qc
 from rezcty_core.qc import synth as qc_synth
 from rezcty_core.qc import upsampling
+from rezcty_core.qc.synth import enlarge
+from rezcty_core.qc.synth import jpeg_roundtrip as jpeg
 
 
 @pytest.fixture(scope="module")
@@ -19,19 +20,6 @@ def small_profile():
     p = copy.deepcopy(qc.load_profile("adobe_stock"))
     p["checks"]["resolution_min"]["enabled"] = False
     return p
-
-
-def enlarge(rgb: np.ndarray, factor: int, source: int | None = 256, method=Image.LANCZOS) -> np.ndarray:
-    im = Image.fromarray(rgb)
-    if source:
-        im.thumbnail((source, source), Image.LANCZOS)
-    return np.asarray(im.resize((im.width * factor, im.height * factor), method))
-
-
-def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
-    return np.asarray(Image.open(buf).convert("RGB"))
 
 
 def codes(rgb, prof, full=False):

@@ -101,6 +101,21 @@ def _u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """The image as it reads back after saving it as a JPEG at `quality`."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def enlarge(rgb: np.ndarray, factor: int, source: int | None = 256, method=Image.LANCZOS) -> np.ndarray:
+    """A plain interpolated enlargement (the `upsampled` calibration): reduced to `source` px, then x`factor`."""
+    im = Image.fromarray(rgb)
+    if source:
+        im.thumbnail((source, source), Image.LANCZOS)
+    return np.asarray(im.resize((im.width * factor, im.height * factor), method))
+
+
 def inject(rgb: np.ndarray, defect: str, strength: float, seed: int = 0) -> np.ndarray:
     """Apply one defect at a known strength to a uint8 HxWx3 image (see DEFECTS for the units)."""
     f = rgb.astype(np.float32)
@@ -118,9 +133,7 @@ def inject(rgb: np.ndarray, defect: str, strength: float, seed: int = 0) -> np.n
     if defect == "noise":  # additive Gaussian noise per channel, sigma in levels
         return _u8(f + rng.normal(0, strength, f.shape))
     if defect == "jpeg":  # JPEG round trip at this quality
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, "JPEG", quality=int(strength))
-        return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        return jpeg_roundtrip(rgb, int(strength))
     if defect == "overexpose":  # gain until `strength` % of pixels blow to white
         lo = np.percentile(f.min(axis=2), 100 - strength)
         return _u8(f * (255.0 / max(lo, 1.0)))
