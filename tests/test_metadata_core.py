@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from rezcty_core.common import blocklists
+from rezcty_core.common import blocklists, language
 from rezcty_core.common.blocklists import load_blocklist
-from rezcty_core.stock import categories, keywords, metadata
+from rezcty_core.stock import categories, metadata
 
 TRAP_PROMPT = (
     "masterpiece, best quality, ultra detailed, 8k, (a lone knight:1.3) standing in a misty pine forest, "
@@ -111,8 +111,8 @@ def test_indonesian_prompt_becomes_english_metadata():
 
 
 def test_english_prompt_is_not_translated():
-    assert keywords.detect_language("a cat sitting on the roof of a house at night") == "en"
-    assert keywords.translate_indonesian("kucing hitam kecil") == "small black cat"
+    assert language.detect_language("a cat sitting on the roof of a house at night") == "en"
+    assert language.translate_indonesian("kucing hitam kecil") == "small black cat"
 
 
 @pytest.mark.parametrize("prompt,expected", [

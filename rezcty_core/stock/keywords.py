@@ -2,26 +2,18 @@
 
 SD prompts put the subject first and separate ideas with commas, so a comma segment's position
 is a good relevance signal; YAKE ranks words inside that order. Indonesian prompts are turned
-into English with a small editable glossary (`data/metadata/id_en.txt`) first.
+into English first (`rezcty_core.common.language`, the editable glossary `data/metadata/id_en.txt`).
 """
 from __future__ import annotations
 
 import functools
 import re
 
+from rezcty_core.common.language import EN_STOPWORDS
+from rezcty_core.common.language import stopwords as indonesian_stopwords
 from rezcty_core.common.paths import DATA_DIR, read_pairs
 
 METADATA_DATA = DATA_DIR / "metadata"
-
-EN_STOPWORDS = frozenset("""
-a an the and or but nor of in on at to for from by with without within into onto over under above below
-behind beside besides between among through across along around near beneath inside outside upon off out up down
-is are was were be been being am has have had having do does did this that these those it its it's they them their
-there here which who whom whose what where when while as than then so such very too also just only not no
-all any both each every few more most other some own same can will would should could may might must
-his her hers him he she we us our you your i me my mine one ones into toward towards against during
-before after again once about like using via per etc
-""".split())
 
 # Two-letter words that are real keywords.
 SHORT_WORDS = frozenset({"ox", "tv", "uk", "us", "3d"})
@@ -31,78 +23,6 @@ WORD = re.compile(r"[^\W_][\w'\-]*", re.UNICODE)
 
 def _read_pairs(name: str) -> dict[str, str]:
     return read_pairs(METADATA_DATA / name)
-
-
-@functools.lru_cache(maxsize=1)
-def indonesian_glossary() -> dict[str, str]:
-    return _read_pairs("id_en.txt")
-
-
-@functools.lru_cache(maxsize=1)
-def indonesian_stopwords() -> frozenset[str]:
-    text = (METADATA_DATA / "stopwords_id.txt").read_text(encoding="utf-8")
-    return frozenset(w for line in text.splitlines() for w in line.split("#", 1)[0].split())
-
-
-@functools.lru_cache(maxsize=1)
-def _english_adjectives() -> frozenset[str]:
-    """Glossary targets that are adjectives (Indonesian puts them after the noun, English before)."""
-    words = ("red blue green yellow white black purple orange brown gold silver pink gray colorful ancient old new "
-             "modern traditional large small tall long wide thick thin calm quiet busy dark bright wet dry cold hot "
-             "warm beautiful majestic magical futuristic rising setting flowing flying")
-    return frozenset(words.split())
-
-
-def detect_language(text: str) -> str:
-    """'id' when Indonesian function or glossary words outnumber English stopwords, else 'en'."""
-    words = [w.lower() for w in WORD.findall(text)]
-    ind = sum(1 for w in words if w in indonesian_stopwords() or w in indonesian_glossary())
-    eng = sum(1 for w in words if w in EN_STOPWORDS)
-    return "id" if ind > eng and ind >= 1 else "en"
-
-
-def translate_indonesian(text: str) -> str:
-    """Word-by-word Indonesian -> English with the glossary; longest phrase wins, adjectives move before nouns."""
-    glossary = indonesian_glossary()
-    stop = indonesian_stopwords()
-    longest = max((len(k.split()) for k in glossary), default=1)
-    segments = []
-    for segment in re.split(r"(,|\.|;|\n)", text.lower()):
-        if segment in {",", ".", ";", "\n"}:
-            segments.append(segment)
-            continue
-        tokens = WORD.findall(segment)
-        out: list[str] = []
-        i = 0
-        while i < len(tokens):
-            for size in range(min(longest, len(tokens) - i), 0, -1):
-                phrase = " ".join(tokens[i:i + size])
-                if phrase in glossary:
-                    out.append(glossary[phrase])
-                    i += size
-                    break
-            else:
-                if tokens[i] not in stop:
-                    out.append(tokens[i])
-                else:
-                    out.append("|")  # a function word still ends a noun phrase
-                i += 1
-        segments.append(" ".join(_adjectives_first(out)).replace(" | ", ", ").strip(" |"))
-    return re.sub(r"\s+", " ", "".join(s if s in {",", ".", ";", "\n"} else f" {s}" for s in segments)).strip()
-
-
-def _adjectives_first(words: list[str]) -> list[str]:
-    """['cat', 'black', 'small'] -> ['small', 'black', 'cat'] (Indonesian order to English order)."""
-    adjectives = _english_adjectives()
-    out: list[str] = []
-    i = 0
-    while i < len(words):
-        j = i + 1
-        while j < len(words) and words[j] in adjectives and words[i] not in adjectives:
-            j += 1
-        out.extend(list(reversed(words[i + 1:j])) + [words[i]])
-        i = j
-    return out
 
 
 def segments(text: str) -> list[str]:

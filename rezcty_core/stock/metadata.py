@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from rezcty_core.common import language as indonesian
 from rezcty_core.common.blocklists import Blocklist, load_blocklist
 from rezcty_core.stock import adobe_csv as stock_csv
-from rezcty_core.stock import categories, keywords, xmp_iptc
+from rezcty_core.stock import categories, keywords, seen_brands, xmp_iptc
 
 TITLE_MAX = 70
 DESCRIPTION_MAX = 200
@@ -86,9 +87,9 @@ def clean_prompt(prompt: str, blocklist: Blocklist | None = None) -> CleanPrompt
     """Content-only English text of a prompt, in comma segments; blocked terms cut out and listed."""
     blocklist = blocklist or load_blocklist()
     text = strip_prompt_syntax(prompt)
-    language = keywords.detect_language(text)
+    language = indonesian.detect_language(text)
     if language == "id":
-        text = keywords.translate_indonesian(text)
+        text = indonesian.translate_indonesian(text)
     text, hits = blocklist.remove(text)
     removed = [{"term": h.term, "category": h.category} for h in hits]
     for token in re.findall(r"[^\W\d_]*_[\w]*", text):  # trigger-like tokens (`xyz_style`)
@@ -517,10 +518,14 @@ def write_batch(frames: list[np.ndarray], prompt: str, output_dir: str | Path, o
             emb = embeddings[index] if embeddings and index < len(embeddings) else None
             hint_category, hint_keywords = qc_people_hint(qc[index])
             auto = categories.parse_category(opts.category) is None
+            seen = seen_brands.seen_brands(qc[index], blocklist)  # brand names QC read in this image
+            image_blocklist = load_blocklist({"brands_seen": seen}) if seen else blocklist
             meta = build_metadata(prompt, pixels, category=hint_category if auto and hint_category else opts.category,
-                                  llm=llm, embedding=emb, seed=seeds[0] if seeds else 0, blocklist=blocklist)
+                                  llm=llm, embedding=emb, seed=seeds[0] if seeds else 0, blocklist=image_blocklist)
             if hint_keywords:  # the QC judge saw people: their words early in the list (Adobe weighs the first 10)
-                meta.keywords = clean_keywords(meta.keywords[:5] + hint_keywords + meta.keywords[5:], blocklist)
+                meta.keywords = clean_keywords(meta.keywords[:5] + hint_keywords + meta.keywords[5:], image_blocklist)
+            if seen:
+                meta.warnings.append("brand names read in the image kept out of the metadata: " + ", ".join(seen))
             verdict = str((qc[index] or {}).get("verdict", "")).lower() or None
             target = folder / "rejected" if verdict == "reject" else folder
             path = stock_csv.reserve_filename(target, stem or meta.title)
