@@ -6,11 +6,17 @@ import csv
 import json
 import re
 import subprocess
+import sys
 
 import pytest
 
-from harness import REPO, nodes_defined_in_pack
+from harness import REPO, link_model, nodes_defined_in_pack
 from rezcty_core.factory.cli import build_parser
+from rezcty_core.llm import embedded_choice
+from rezcty_core.llm.memory_plan import GiB, plan_memory, read_config
+
+sys.path.insert(0, str(REPO / "tools"))
+import demo as demo_tool  # noqa: E402
 
 EXPECTED_REASON = {  # sample image -> the reason code its defect must produce
     "defect_blurry.png": "blurry",
@@ -25,8 +31,9 @@ EXPECTED_REASON = {  # sample image -> the reason code its defect must produce
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "results"
     bare = tmp_path_factory.mktemp("no-models")  # a bare machine: no SD 1.5 checkpoint anywhere
-    res = subprocess.run([str(REPO / "rezcty"), "demo", "--out", str(out), "--models", str(bare)],
-                         cwd=REPO, capture_output=True, text=True, timeout=1500)
+    # SmolLM2 for line 1: the fast model of the tests (the Qwen default is measured in docs/whisperer.md)
+    res = subprocess.run([str(REPO / "rezcty"), "demo", "--out", str(out), "--models", str(bare),
+                          "--whisperer-llm", "smollm2"], cwd=REPO, capture_output=True, text=True, timeout=1500)
     print(res.stdout[-3000:])
     return res, out, bare
 
@@ -54,6 +61,11 @@ def test_demo_line1_writes_prompts_json(demo):
     ideas = [i for i in (out / "inputs" / "ideas.txt").read_text().splitlines() if i]
     assert [p["idea"] for p in prompts] == ideas
     assert all(p["prompt"].endswith("rezcty_style, rezcty_structure") for p in prompts)
+    # the model that wrote them is named in prompts.json, the summary and the printed summary
+    assert {p["whisperer_llm"] for p in prompts} == {embedded_choice.SMOLLM2}
+    line1 = json.loads((out / "summary.json").read_text())["lines"]["line1"]
+    assert line1["model"] == embedded_choice.SMOLLM2 and "asked for" in line1["model_reason"]
+    assert f"line 1 model   : {embedded_choice.SMOLLM2}" in res.stdout
 
 
 def test_demo_line3_rejects_each_defect_and_writes_csv_jpegs_contact_sheet(demo):
@@ -114,3 +126,76 @@ def test_colab_notebook_commands_are_valid():
                 verbs.append(node.args[0].value)
     assert set(verbs) <= set(build_parser()._subparsers._group_actions[0].choices), verbs
     assert verbs.count("batch") >= 3 and verbs.count("free") >= 2, verbs
+
+
+# ---------------------------------------------------------------------------------------------
+# which embedded LLM the demo runs, and line 2 made small for the CPU
+
+QWEN_DIR = embedded_choice.embedded_dir() / embedded_choice.QWEN_NAME
+
+
+def test_embedded_choice_follows_the_memory_plan_and_says_why():
+    """Qwen where its plan (config.json of the embedded folder, the device's dtype) + headroom fits, else SmolLM2."""
+    config = read_config(QWEN_DIR)
+    cpu_need = embedded_choice.needed_bytes(config, "cpu")
+    gpu_need = embedded_choice.needed_bytes(config, "cuda")
+    fp32 = plan_memory(config, dtype="fp32", image_tokens=0, device_type="cpu").total
+    assert fp32 < cpu_need < fp32 + 3 * GiB and gpu_need < cpu_need  # fp32 on the CPU, 2 bytes on a GPU
+    ok = embedded_choice.choose_embedded_llm(cpu_need, "cpu", purpose="analyst")
+    assert ok.is_qwen and ok.name == "embedded: Qwen2.5-Coder-1.5B-Instruct" and "RAM is free" in ok.reason
+    short = embedded_choice.choose_embedded_llm(cpu_need - 1, "cpu", purpose="analyst")
+    assert short.name == embedded_choice.SMOLLM2
+    assert short.reason.startswith("analyst: SmolLM2-135M") and f"plans {short.planned_gib} GiB" in short.reason
+    t4 = embedded_choice.choose_embedded_llm(int(14.5 * GiB), "cuda")
+    assert t4.is_qwen and "fp16" in t4.reason
+    missing = embedded_choice.choose_embedded_llm(64 * GiB, "cpu", folder=QWEN_DIR.parent / "no-such-model")
+    assert missing.name == embedded_choice.SMOLLM2 and "not set up" in missing.reason
+
+
+def test_demo_decides_from_the_servers_free_memory(comfy):
+    """The real server's /system_stats: free RAM on the CPU (a GPU's free VRAM where there is one)."""
+    stats = comfy.get("/system_stats")
+    device, free = embedded_choice.free_memory(stats)
+    assert device == "cpu" and free == stats["system"]["ram_free"] > 0
+    analyst = demo_tool.choose_llm("auto", stats, "analyst")
+    need = embedded_choice.needed_bytes(read_config(QWEN_DIR), "cpu")
+    assert analyst.is_qwen == (free >= need), analyst.reason
+    assert demo_tool.choose_llm("smollm2", stats, "analyst").name == embedded_choice.SMOLLM2
+    line1 = demo_tool.choose_line1_llm("auto", {"system": {"ram_free": 64 * GiB}, "devices": []})
+    qwen_fits = demo_tool.LINE1_MEASURED_S["qwen"] <= demo_tool.DEMO_LIMIT_S
+    assert line1.is_qwen == qwen_fits and f"{demo_tool.LINE1_MEASURED_S['qwen']:.0f} s" in line1.reason
+    tight = demo_tool.choose_line1_llm("auto", {"system": {"ram_free": 2 * GiB}, "devices": []})
+    assert tight.name == embedded_choice.SMOLLM2 and "only 2.0 GiB RAM is free" in tight.reason
+
+
+def test_demo_line2_sets_the_detail_pass_and_base_size_small_for_the_cpu(comfy, tiny_sd15, tmp_path):
+    """With a checkpoint: line 2 renders through the shipped workflow with the demo's first-pass steps (6),
+    detail-pass steps (13) and base scale (11), at the exact stock size."""
+    from PIL import Image
+
+    from rezcty_core.factory.api import ComfyClient
+    from rezcty_core.sd import presets
+
+    graph = demo_tool.line2_graph(tiny_sd15, 1, 1, 0.125)
+    assert (graph["6"]["inputs"]["steps"], graph["13"]["inputs"]["steps"], graph["11"]["inputs"]["base_scale"]) \
+        == (1, 1, 0.125)
+    shipped = json.loads((REPO / "workflows" / "api" / "line2_generation.json").read_text())
+    assert graph["13"]["class_type"] == shipped["13"]["class_type"] == "KSampler"
+    assert graph["11"]["class_type"] == "RezctyStockSize" and graph["13"]["inputs"]["denoise"] < 1
+    assert demo_tool.CPU_LINE2["detail_steps"] < shipped["13"]["inputs"]["steps"]
+    assert demo_tool.CPU_LINE2["base_scale"] < 1.0
+    import torch
+    from safetensors.torch import save_file
+
+    emb = tmp_path / "rezcty_demo_genius.safetensors"  # a real one-vector TI embedding for the Embedding Bridge
+    save_file({"emb_params": torch.randn(1, 768, generator=torch.Generator().manual_seed(0)) * 0.01}, str(emb))
+    link_model(comfy, "embeddings", emb)
+    (tmp_path / "prompts.json").write_text(json.dumps([
+        {"idea": "sunrise", "prompt": "sunrise over mountain, rezcty_style, rezcty_structure", "seeds": [7]}]))
+    result = demo_tool.run_line2(ComfyClient(comfy.url), tiny_sd15, tmp_path, [comfy.url], 1, 1, comfy.models_dir,
+                                 detail_steps=1, base_scale=0.125)
+    assert result["images"] == 1 and result["failed"] == 0, result
+    assert (result["detail_steps"], result["base_scale"]) == (1, 0.125)
+    [image] = sorted((tmp_path / "line2" / "files").glob("*.png"))
+    with Image.open(image) as im:
+        assert im.size == presets.get_preset(graph["11"]["inputs"]["preset"]).target

@@ -3,7 +3,8 @@
 Starts the real ComfyUI server (fresh base directory, this pack loaded), then drives the three
 lines with the headless client exactly as a user would on Colab:
 
-  line 1  sample ideas -> Whisperer Expand (embedded SmolLM2)          -> prompts.json
+  line 1  sample ideas -> Whisperer Expand (embedded Qwen2.5-Coder-1.5B when memory allows, else SmolLM2)
+          -> prompts.json (each prompt names the model that wrote it)
   line 2  prompts -> SD 1.5 + Dual LoRA + Embedding Bridge -> x4 upscale (only when a checkpoint exists;
           without one, one sample image goes through the embedded Real-ESRGAN x4 to show the step)
   line 3  sample images (+ line 2's) -> DINOv2 -> QC Judge -> Metadata Writer -> JPEGs + adobe_stock.csv
@@ -13,6 +14,10 @@ skipped — never faked. Results: prompts.json, adobe_stock.csv, JPEGs with embe
 contact sheet and report, summary.json; the path is printed at the end.
 
     ./rezcty demo [--out DIR] [--checkpoint FILE.safetensors] [--with-llm-judge] [--keep-base]
+                  [--whisperer-llm auto|qwen|smollm2] [--analyst-llm auto|qwen|smollm2]
+
+The embedded LLMs: `auto` (default) runs Qwen2.5-Coder-1.5B-Instruct where the memory plan
+(rezcty_core/llm/embedded_choice.py) fits the server's free RAM/VRAM, else SmolLM2-135M, and says why.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from demo_samples import write_ideas, write_samples  # noqa: E402
 from rezcty_core.factory import validate  # noqa: E402
 from rezcty_core.factory.api import ComfyClient  # noqa: E402
 from rezcty_core.factory.batch import (  # noqa: E402
+    Item,
     default_bind,
     items_from_ideas,
     items_from_images,
@@ -45,6 +51,7 @@ from rezcty_core.factory.batch import (  # noqa: E402
 from rezcty_core.factory.errors import ClientError  # noqa: E402
 from rezcty_core.factory.pool import Batch  # noqa: E402
 from rezcty_core.factory.workflow import load_workflow, set_input  # noqa: E402
+from rezcty_core.llm import embedded_choice  # noqa: E402
 
 DEFAULT_MODELS = REPO / ".comfyui" / "base" / "models"  # the default base of `./rezcty comfy`
 WORKFLOWS = REPO / "workflows" / "api"
@@ -54,6 +61,12 @@ LINE_NODES = {
     "line3": ["RezctyDINOv2Loader", "RezctyDINOv2Embed", "RezctyQCJudge", "RezctyMetadataWriter"],
 }
 CKPT_EXTS = (".safetensors", ".ckpt")
+LLM_CHOICES = {"qwen": embedded_choice.QWEN, "smollm2": embedded_choice.SMOLLM2}
+# line 2 on the CPU: the detail pass (node 13) and the base size (node 11) made small, so a render takes minutes
+CPU_LINE2 = {"steps": 12, "detail_steps": 4, "base_scale": 0.5}
+DEMO_LIMIT_S = 300  # issue 21: the demo stays within 5 minutes on 2 CPU cores, set-up excluded
+# the whole demo (summary "seconds", set-up excluded) on 2 quiet cores, load 1.0 before: docs/whisperer.md
+LINE1_MEASURED_S = {"smollm2": 83.7, "qwen": 185.1}
 
 
 def say(msg: str) -> None:
@@ -103,25 +116,85 @@ def combo_options(info: dict, cls: str, name: str) -> list:
 # ---------------------------------------------------------------------------------------------
 # the lines
 
-def run_line1(client: ComfyClient, ideas: Path, out: Path, servers: list[str]) -> dict:
+def choose_llm(wanted: str, stats: dict | None, purpose: str) -> embedded_choice.Choice:
+    """`qwen` / `smollm2` as asked; `auto`: the memory plan against the server's free memory (/system_stats)."""
+    if wanted != "auto":
+        return embedded_choice.Choice(LLM_CHOICES[wanted], f"{purpose}: {LLM_CHOICES[wanted]} (asked for)")
+    try:
+        device, free = embedded_choice.free_memory(stats or {})
+    except ValueError as e:
+        return embedded_choice.Choice(embedded_choice.SMOLLM2, f"{purpose}: SmolLM2-135M, free memory unknown ({e})")
+    return embedded_choice.choose_embedded_llm(free, device, purpose=purpose)
+
+
+def choose_line1_llm(wanted: str, stats: dict | None) -> embedded_choice.Choice:
+    """Line 1's model: as `choose_llm`, and on the CPU `auto` keeps Qwen only while the demo measured with it
+    stays within DEMO_LIMIT_S on 2 cores (LINE1_MEASURED_S, from `./rezcty demo --whisperer-llm ...`)."""
+    choice = choose_llm(wanted, stats, "line 1 (Whisperer)")
+    if wanted != "auto" or not choice.is_qwen:
+        return choice
+    device = embedded_choice.free_memory(stats or {})[0]
+    qwen_s = LINE1_MEASURED_S["qwen"]
+    if device == "cpu" and qwen_s > DEMO_LIMIT_S:
+        return embedded_choice.Choice(
+            embedded_choice.SMOLLM2, f"line 1 (Whisperer): SmolLM2-135M, the demo with Qwen took {qwen_s:.0f} s on "
+            f"2 CPU cores (> {DEMO_LIMIT_S} s; SmolLM2 {LINE1_MEASURED_S['smollm2']:.0f} s); --whisperer-llm qwen "
+            "runs it anyway", choice.planned_gib, choice.free_gib)
+    if device == "cpu":
+        return embedded_choice.Choice(choice.name, f"{choice.reason}; the demo with it took {qwen_s:.0f} s on 2 CPU "
+                                      f"cores (SmolLM2 {LINE1_MEASURED_S['smollm2']:.0f} s)",
+                                      choice.planned_gib, choice.free_gib)
+    return choice
+
+
+def server_stats(client: ComfyClient) -> dict | None:
+    try:
+        return client.get_json("/system_stats")
+    except ClientError:
+        return None
+
+
+def run_line1(client: ComfyClient, ideas: Path, out: Path, servers: list[str], llm: str) -> dict:
+    """All the ideas in one queued prompt: the Whisperer generates them as one batch (issue 21), which on a
+    memory-bound CPU costs about what one idea alone does."""
     graph = load_workflow(WORKFLOWS / "line1_prompts.json")
+    set_input(graph, "1.base_model", llm)
     set_input(graph, "2.max_new_tokens", 64)  # a CLIP-sized prompt (77 tokens) needs no more; CPU time matters
-    items = items_from_ideas(ideas, default_bind(graph, "ideas"))
+    bind = default_bind(graph, "ideas")
+    singles = items_from_ideas(ideas, bind)
+    texts = [it.values[bind] for it in singles]
+    items = [Item(singles[0].key, f"{len(texts)} ideas", {bind: "\n".join(texts)}, prompt=None,
+                  source={"idea": texts[0]})] if texts else []
     batch = Batch(graph, items, servers, out / "line1", progress=True)
     report = batch.run()
     rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
     prompts = write_prompts_json(rows, "3", out / "prompts.json")
+    if len(prompts) == len(texts):  # one prompt per idea, in order: name each prompt's idea and model
+        for entry, idea in zip(prompts, texts):
+            entry["idea"] = idea
+    for entry in prompts:
+        entry["whisperer_llm"] = llm
+    (out / "prompts.json").write_text(json.dumps(prompts, indent=1, ensure_ascii=False), encoding="utf-8")
     for err in report.failed.values():
         say(f"  line 1 item failed: {err.splitlines()[0]}")
-    return {"ideas": len(items), "prompts": len(prompts), "failed": len(report.failed)}
+    return {"ideas": len(texts), "prompts": len(prompts), "failed": len(report.failed), "model": llm}
+
+
+def line2_graph(checkpoint: str, steps: int, detail_steps: int, base_scale: float) -> dict:
+    """The shipped line-2 workflow with the demo's sizes: first-pass steps (6), the detail pass's steps (13),
+    the base size's scale (11: smaller first pass and detail pass; the stock target is unchanged)."""
+    graph = load_workflow(WORKFLOWS / "line2_generation.json")
+    set_input(graph, "1.ckpt_name", checkpoint)
+    set_input(graph, "6.steps", steps)
+    set_input(graph, "13.steps", detail_steps)
+    set_input(graph, "11.base_scale", base_scale)
+    return graph
 
 
 def run_line2(client: ComfyClient, checkpoint: str, out: Path, servers: list[str], count: int, steps: int,
-              models: Path) -> dict:
-    graph = load_workflow(WORKFLOWS / "line2_generation.json")
+              models: Path, detail_steps: int = 15, base_scale: float = 1.0) -> dict:
+    graph = line2_graph(checkpoint, steps, detail_steps, base_scale)
     info = client.object_info()
-    set_input(graph, "1.ckpt_name", checkpoint)
-    set_input(graph, "6.steps", steps)
     embeddings = [e for e in combo_options(info, "RezctyEmbeddingBridge", "embedding") if e]
     current = graph["3"]["inputs"]["embedding"]
     if current not in embeddings:
@@ -138,14 +211,20 @@ def run_line2(client: ComfyClient, checkpoint: str, out: Path, servers: list[str
     (out / "line2").mkdir(parents=True, exist_ok=True)
     subset = out / "line2" / "prompts_subset.json"
     subset.write_text(json.dumps(prompts, indent=1, ensure_ascii=False), encoding="utf-8")
-    items = items_from_prompts(subset, default_bind(graph, "prompts"), {})
+    items = items_from_prompts(subset, default_bind(graph, "prompts"), {}, graph, log=lambda m: None)
     report = Batch(graph, items, servers, out / "line2").run()
-    return {"images": len(report.done), "failed": len(report.failed)}
+    for err in report.failed.values():
+        say(f"  line 2 item failed: {err.splitlines()[0]}")
+    return {"images": len(report.done), "failed": len(report.failed), "steps": steps, "detail_steps": detail_steps,
+            "base_scale": base_scale}
 
 
-def run_line3(client: ComfyClient, images: Path, out: Path, servers: list[str], with_llm: bool) -> dict:
+def run_line3(client: ComfyClient, images: Path, out: Path, servers: list[str], with_llm: bool,
+              llm: str | None = None) -> dict:
     name = "line3_qc_metadata.json" if with_llm else "line3_qc_metadata_fast.json"
     graph = load_workflow(WORKFLOWS / name)
+    if with_llm and llm:
+        set_input(graph, "4.base_model", llm)
     set_input(graph, "6.filename_prefix", "demo")
     items = items_from_images(images, default_bind(graph, "images"), default_bind(graph, "image_text"))
     batch = Batch(graph, items, servers, out / "line3", progress=True)
@@ -174,7 +253,8 @@ def run_line3(client: ComfyClient, images: Path, out: Path, servers: list[str], 
 
         write_contact_sheet(sheet_entries, sheet_images, out / "qc", "contact_sheet",
                             title="rezcty demo QC: " + ", ".join(f"#{i + 1} {v['image']}" for i, v in enumerate(verdicts)))
-    return {"images": len(items), "failed": len(report.failed), "verdicts": verdicts}
+    result = {"images": len(items), "failed": len(report.failed), "verdicts": verdicts}
+    return {**result, "model": llm} if with_llm else result
 
 
 def _thumbnail_source(path: Path):
@@ -225,8 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None, help=f"SD 1.5 checkpoint for line 2 (default: first in {DEFAULT_MODELS / 'checkpoints'})")
     ap.add_argument("--line2-count", type=int, default=2, help="how many prompts line 2 renders (CPU is slow)")
     ap.add_argument("--line2-steps", type=int, default=None, help="sampler steps for line 2 (default 25 on GPU, 12 on CPU)")
+    ap.add_argument("--line2-detail-steps", type=int, default=None,
+                    help=f"steps of line 2's detail pass (default: the workflow's 15 on GPU, {CPU_LINE2['detail_steps']} on CPU)")
+    ap.add_argument("--line2-base-scale", type=float, default=None,
+                    help=f"scale of line 2's first-pass size (default 1.0 on GPU, {CPU_LINE2['base_scale']} on CPU)")
     ap.add_argument("--with-llm-judge", action="store_true",
                     help="line 3 with the embedded LLM in the judge and the writer (slower on CPU)")
+    ap.add_argument("--whisperer-llm", choices=["auto", *LLM_CHOICES], default="auto",
+                    help="line 1's embedded LLM: auto = Qwen2.5-Coder-1.5B where memory allows, else SmolLM2-135M")
+    ap.add_argument("--analyst-llm", choices=["auto", *LLM_CHOICES], default="auto",
+                    help="the LLM of line 3 with --with-llm-judge: auto = Qwen where memory allows, else SmolLM2")
     ap.add_argument("--keep-base", action="store_true", help="keep the server's base directory afterwards")
     ap.add_argument("--models", default=None, help=f"models folder to use (default {DEFAULT_MODELS})")
     args = ap.parse_args(argv)
@@ -256,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         client = ComfyClient(server.url)
         info = client.object_info()
         servers = [server.url]
+        stats = server_stats(client)
+        on_gpu = _has_gpu(client)
 
         # line 1
         gone = missing_nodes(info, "line1")
@@ -264,8 +354,11 @@ def main(argv: list[str] | None = None) -> int:
             summary["lines"]["line1"] = {"skipped": f"missing nodes {gone}"}
             exit_code = 1
         else:
-            say(f"line 1: {ideas.name} -> Whisperer Expand (embedded SmolLM2)")
-            summary["lines"]["line1"] = run_line1(client, ideas, out, servers)
+            choice = choose_line1_llm(args.whisperer_llm, stats)
+            say(f"line 1: {ideas.name} -> Whisperer Expand ({choice.name})")
+            say(f"  model: {choice.reason}")
+            summary["lines"]["line1"] = {**run_line1(client, ideas, out, servers, choice.name),
+                                         "model_reason": choice.reason}
         client.free()
 
         # line 2
@@ -282,9 +375,14 @@ def main(argv: list[str] | None = None) -> int:
         elif not (out / "prompts.json").exists():
             summary["lines"]["line2"] = {"skipped": "line 1 did not run"}
         else:
-            steps = args.line2_steps or (12 if "--cpu" in server.log_text() or not _has_gpu(client) else 25)
-            say(f"line 2: {args.line2_count} prompt(s) -> {checkpoint.name}, {steps} steps, x4 upscale")
-            summary["lines"]["line2"] = run_line2(client, checkpoint.name, out, servers, args.line2_count, steps, models)
+            cpu = "--cpu" in server.log_text() or not on_gpu
+            steps = args.line2_steps or (CPU_LINE2["steps"] if cpu else 25)
+            detail = args.line2_detail_steps or (CPU_LINE2["detail_steps"] if cpu else 15)
+            scale = args.line2_base_scale or (CPU_LINE2["base_scale"] if cpu else 1.0)
+            say(f"line 2: {args.line2_count} prompt(s) -> {checkpoint.name}, {steps} steps, detail pass {detail} "
+                f"steps, base size x{scale}, x4 upscale")
+            summary["lines"]["line2"] = run_line2(client, checkpoint.name, out, servers, args.line2_count, steps,
+                                                  models, detail, scale)
             gen = out / "line2" / "files"
             if gen.is_dir():
                 for f in gen.glob("*.*"):
@@ -302,9 +400,15 @@ def main(argv: list[str] | None = None) -> int:
             summary["lines"]["line3"] = {"skipped": f"missing nodes {gone}"}
             exit_code = 1
         else:
+            analyst = choose_llm(args.analyst_llm, server_stats(client), "analyst") if args.with_llm_judge else None
             say(f"line 3: {len(list(samples.glob('*.png')))} images -> DINOv2 -> QC Judge -> Metadata Writer"
-                + (" (with the LLM judge)" if args.with_llm_judge else ""))
-            summary["lines"]["line3"] = run_line3(client, samples, out, servers, args.with_llm_judge)
+                + (f" (with the LLM judge: {analyst.name})" if analyst else ""))
+            if analyst:
+                say(f"  model: {analyst.reason}")
+            summary["lines"]["line3"] = run_line3(client, samples, out, servers, args.with_llm_judge,
+                                                  analyst.name if analyst else None)
+            if analyst:
+                summary["lines"]["line3"]["model_reason"] = analyst.reason
         client.free()
         summary["files"] = collect_server_files(work, out)
     except (ClientError, RuntimeError) as e:
@@ -373,6 +477,8 @@ def print_summary(summary: dict, out: Path) -> None:
     l1 = lines.get("line1", {})
     text1 = l1.get("skipped") or f"{l1.get('prompts')} prompts from {l1.get('ideas')} ideas -> prompts.json"
     print(f"  line 1 prompts : {text1}")
+    if l1.get("model"):
+        print(f"  line 1 model   : {l1['model']} ({l1.get('model_reason', '')})")
     l2 = lines.get("line2", {})
     text2 = l2.get("skipped") or f"{l2.get('images')} rendered at 4.19 MP (line2/files)"
     print(f"  line 2 images  : {text2}")
@@ -391,6 +497,8 @@ def print_summary(summary: dict, out: Path) -> None:
         print(f"  line 3 QC      : {len(verdicts)} checked, {passed} passed, {len(verdicts) - passed} rejected")
         for v in verdicts:
             print(f"      {v['verdict']:>7}  {v['image']}  {', '.join(map(str, v.get('reasons') or []))}")
+        if l3.get("model"):
+            print(f"  line 3 analyst : {l3['model']} ({l3.get('model_reason', '')})")
     files = summary.get("files", {})
     for csv in files.get("csv", []):
         print(f"  Adobe CSV      : {csv} ({csv_rows(out / csv)} rows)")

@@ -172,6 +172,9 @@ resolution, sharpness, noise, exposure, artifacts, duplicates; the LLM verdict w
 (rejected images get no CSV row). The QC report is also shown as text.
 
 - "prompt" on the Metadata Writer is the prompt the image was made from (the batch client fills it from NAME.txt).
+- The LLM (judge) of the LLM variant is the embedded Qwen2.5-Coder-1.5B-Instruct: about 9 GB of RAM on a CPU,
+  5 GB on a GPU. Where memory is short pick "embedded: SmolLM2-135M-Instruct" (./rezcty demo --with-llm-judge
+  decides from the server's free memory and says why).
 - Disconnect "llm" from the judge and the writer for a fast measurements-only pass.
 
 Headless: python -m rezcty_core.client batch workflows/api/line3_qc_metadata.json --server URL
@@ -280,9 +283,9 @@ def line3(with_llm: bool = True) -> Workflow:
             {"images": (1, 0), "image_embedding": (3, 0), "qc_report": (5, 2), **llm_links}),
         Node(7, "PreviewAny", (800, 420), "QC report", links={"source": (5, 2)}),
     ]
-    if with_llm:
+    if with_llm:  # the analyst: the embedded Qwen (issue 21); SmolLM2 where memory is short (NOTE_LINE3)
         nodes.insert(2, Node(4, "RezctyLLMLoader", (400, 420), "LLM (judge)", {
-            "base_model": "embedded: SmolLM2-135M-Instruct", "adapter": "none", "quantization": "none",
+            "base_model": "embedded: Qwen2.5-Coder-1.5B-Instruct", "adapter": "none", "quantization": "none",
             "keep_loaded": True}))
         return Workflow("line3_qc_metadata", "rezcty line 3: QC and metadata", nodes)
     return Workflow("line3_qc_metadata_fast", "rezcty line 3: QC and metadata (measurements only)", nodes)
