@@ -115,6 +115,17 @@ def test_english_prompt_is_not_translated():
     assert language.translate_indonesian("kucing hitam kecil") == "small black cat"
 
 
+def test_one_translator_for_keywords_and_ideas():
+    """Metadata keeps noun phrases; the Whisperer's idea keeps its prepositions; adjectives go first in both."""
+    idea = "kucing hitam kecil di bawah hujan"
+    assert language.detect_language(idea) == "id"
+    assert language.translate_indonesian(idea) == "small black cat, rain"
+    assert language.translate_indonesian(idea, prepositions=True) == "small black cat under rain"
+    assert language.translate_indonesian("matahari terbit di atas gunung") == "sunrise, mountain"  # no stray marks
+    assert language.translate_indonesian("Pemandangan gunung, danau biru dan pohon hijau") == \
+        "mountain landscape, blue lake, green tree"
+
+
 @pytest.mark.parametrize("prompt,expected", [
     ("a golden retriever puppy playing in the grass", 1),
     ("gothic cathedral facade with stained glass windows", 2),
