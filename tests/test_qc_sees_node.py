@@ -8,6 +8,9 @@ import numpy as np
 from image_samples import skimage_photo
 from PIL import Image
 
+from rezcty_core.qc import synth as qc_synth
+from rezcty_core.qc import synth_text
+
 PROFILE = "qc_sees_small"  # adobe_stock with a 0.2 MP minimum (the photos are ~0.25 MP), a user profile
 
 
@@ -55,7 +58,7 @@ def test_lanczos_x4_enlargement_is_rejected_as_upsampled(comfy):
     report = json.loads(comfy.run(batch_graph(files, profile)).text("report")[0])
     assert report[0]["verdict"] == "reject" and "upsampled" in report[0]["reasons"], report[0]["reasons"]
     assert report[0]["measurements"]["upsample_factor"] == 4
-    assert "upsampled" not in report[1]["reasons"], report[1]["measurements"]["upsample_missing_db"]
+    assert "upsampled" not in report[1]["reasons"], report[1]["measurements"]["upsample_detail_db"]
 
 
 def test_astronaut_is_flagged_people_and_the_writer_files_it_under_people(comfy):
@@ -71,3 +74,29 @@ def test_astronaut_is_flagged_people_and_the_writer_files_it_under_people(comfy)
     written = json.loads(result.text("meta")[0])
     assert written[0]["category"] == 13 and "people" in written[0]["keywords"], written[0]
     assert written[1]["category"] != 13 and "people" not in written[1]["keywords"], written[1]
+
+
+def test_brand_names_read_in_the_image_never_reach_the_metadata(comfy):
+    """QC reads APPLE and NIKE painted on a render (text check on, rejecting only past 100 boxes: intended lettering); the
+    Metadata Writer keeps `apple` out of the title and keywords of that image only (the prompt names an apple)."""
+    folder = comfy.base_dir / "user" / "rezcty" / "qc_profiles"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "qc_sees_lettering.json").write_text(json.dumps(
+        {"extends": "adobe_stock", "checks": {"resolution_min": {"min": 0.2}, "text": {"max": 100}}}))
+    lettered = synth_text.lettering(qc_synth.clean_image(731, 512, 512), "APPLE NIKE", height_pct=9)
+    files = [save_input(comfy, "qc_sees_brand.png", lettered),
+             save_input(comfy, "qc_sees_nobrand.png", qc_synth.clean_image(732, 512, 512))]
+    result = comfy.run(batch_graph(files, "qc_sees_lettering", writer_prompt=(
+        "a red apple on a wooden kitchen table, fresh fruit, nike shoes beside it, morning light")))
+    report = json.loads(result.text("report")[0])
+    words = " ".join(report[0]["measurements"]["text_words"]).lower()
+    assert "apple" in words and "nike" in words, report[0]["measurements"]
+    assert report[0]["verdict"] == "pass" and "text" not in report[0]["reasons"], report[0]["reasons"]
+    written = json.loads(result.text("meta")[0])
+    seen, plain = written
+    lower = [k.lower() for k in seen["keywords"]]
+    assert not any("apple" in k or "nike" in k for k in lower), seen["keywords"]
+    assert "apple" not in seen["title"].lower() and "apple" not in seen["description"].lower(), seen
+    assert any("brand names read in the image" in w and "apple" in w for w in seen["warnings"]), seen["warnings"]
+    assert "apple" in [k.lower() for k in plain["keywords"]], plain["keywords"]  # no lettering: the fruit stays
+    assert "nike" not in " ".join(plain["keywords"]).lower()  # a brand in the prompt is blocked anyway

@@ -124,3 +124,17 @@ def test_contact_sheet_draws_the_boxes(tmp_path, render, profile):
 
 def test_text_reason_code_is_known_and_documented():
     assert "text" in qc.REASON_CODES
+
+
+def test_detectors_beside_the_technical_checks_give_the_same_numbers(profile):
+    """measure_with_profile runs text + people in a second thread on a large image: same measurements as one
+    after the other (numbers, order of the checks that did not run, face and text boxes)."""
+    from rezcty_core.qc import people
+
+    img = synth_text.watermark(qc_synth.clean_image(12, 800, 600), "corner", 1.0, 6, seed=4)
+    together = qc.measure_with_profile(img, profile)
+    alone = qc.measure(img, threads=1)
+    qc_text.add_measurements(alone, img, profile)
+    people.add_measurements(alone, img, profile)
+    assert together == alone
+    assert together["text_boxes"] >= 1 and "faces" in together

@@ -26,8 +26,8 @@ Measurements (all in 8-bit levels or pixels of the image as given):
   or saved at about 90+)
 * banding: `banding_ratio` (share of isolated plateau steps that jump >= 2 levels), `banding_edge_pct`
 * `brisque`: BRISQUE score on a copy of at most `brisque_max_megapixels`
-* `upsample_missing_db`, `upsample_factor`: detail missing above 1/2, 1/3 or 1/4 of Nyquist (a plain
-  interpolated enlargement), see rezcty_core/qc/upsampling.py
+* `upsample_detail_db`, `upsample_factor`: detail left above 1/2, 1/3 or 1/4 of Nyquist, dB over the 8-bit
+  rounding floor in the most detailed tiles (a plain interpolated enlargement has none), see rezcty_core/qc/upsampling.py
 """
 from __future__ import annotations
 
@@ -475,10 +475,23 @@ def measure_with_profile(rgb: np.ndarray, profile: dict) -> dict[str, Any]:
     from rezcty_core.qc import text as _text
 
     opts = profile.get("measure", {})
+    seen: dict[str, Any] = {}
+
+    def detectors() -> None:
+        _text.add_measurements(seen, rgb, profile)  # text/watermarks (rezcty_core/qc/text.py); may add checks_not_run
+        _people.add_measurements(seen, rgb, profile)  # faces, hands (rezcty_core/qc/people.py): flags, never a reason
+
+    arr = np.asarray(rgb)
+    # the detectors (onnxruntime, LiteRT: the GIL released) run beside the technical checks on a large image
+    side = (_pool().submit(detectors) if MEASURE_THREADS > 1 and arr.ndim >= 2 and arr.shape[0] * arr.shape[1] >= 250_000
+            else None)
+    if side is None:
+        detectors()
     m = measure(rgb, min_pixels=int(opts.get("min_pixels", 4_000_000)),
                 brisque_max_megapixels=float(opts.get("brisque_max_megapixels", 0.5)))
-    _text.add_measurements(m, rgb, profile)  # text/watermarks (rezcty_core/qc/text.py); may add checks_not_run
-    _people.add_measurements(m, rgb, profile)  # faces, hands (rezcty_core/qc/people.py): flags, never a reason
+    if side is not None:
+        side.result()
+    m.update(seen)
     return m
 
 

@@ -5,7 +5,8 @@
 * `corner` — a logo-like mark in a corner: a ring with initials beside a short agency name;
 * `tiled` — a repeated word tiled diagonally (30 degrees) over the whole frame, like stock previews.
 Text is white with a dark 1-px outline at `opacity` (0..1); its cap height is `height_pct` % of the frame
-height. The font is Pillow's bundled one (no system fonts needed).
+height. The font is Pillow's bundled one (no system fonts needed). `lettering(rgb, text)` paints a given text
+across the middle (a brand name on a product: the Metadata Writer's test).
 """
 from __future__ import annotations
 
@@ -78,3 +79,13 @@ def watermark(rgb: np.ndarray, kind: str = "centre", opacity: float = 0.5, heigh
         left, top = (big - w) // 2, (big - h) // 2
         layer = layer.crop((left, top, left + w, top + h))
     return np.asarray(Image.alpha_composite(base, layer).convert("RGB"))
+
+
+def lettering(rgb: np.ndarray, text: str, height_pct: float = 8.0, opacity: float = 1.0) -> np.ndarray:
+    """A copy of `rgb` with `text` painted across the middle (a shop sign, a brand name on a product)."""
+    base = Image.fromarray(np.ascontiguousarray(rgb[..., :3])).convert("RGBA")
+    w, h = base.size
+    px = max(6, int(round(h * height_pct / 100.0 / 0.72)))
+    while _font(px).getlength(text) > 0.95 * w and px > 6:
+        px -= 1
+    return np.asarray(Image.alpha_composite(base, _text_layer((w, h), text, px, opacity)).convert("RGB"))

@@ -1,43 +1,43 @@
-"""Plain-upscale detection: is the image's spectrum empty above 1/2, 1/3 or 1/4 of Nyquist?
+"""Plain-upscale detection: is there any detail above 1/2, 1/3 or 1/4 of Nyquist, anywhere in the frame?
 
 An interpolated enlargement by a factor k (Lanczos, bicubic, bilinear) holds no detail above 1/k of the
-Nyquist frequency: the interpolation kernel removes the spectral images above its cutoff. Native photos,
-renders with sharp edges and model upscales (Real-ESRGAN invents the missing detail) keep a spectrum that
-goes on falling smoothly past that frequency.
+Nyquist frequency: the interpolation kernel removes the spectral images above its cutoff, and what is left there
+is the 8-bit rounding of the enlarged pixels (white, of a known power) plus the kernel's small leaks. Native
+photos, renders with sharp edges and model upscales (Real-ESRGAN invents the missing detail) have regions whose
+spectrum goes on well above that floor.
 
-Measurement: the luma's power spectrum on up to TILES_MAX windowed 128 px tiles. Bands are squares in
-frequency (a separable resize cuts |fx| and |fy| on their own), in units of Nyquist, with the lines where
-8x8 JPEG blocks put their power left out. For each factor k the power just above the cutoff 1/k
-(1.4-1.8x it) is compared with what the two bands below it predict (their log-log slope continued across
-the cutoff), all above the white floor (8-bit rounding, grain) that fills what interpolation left empty.
-Two readings: pooled over the most detailed quarter of the tiles (strong, but a render whose textures
-are band-limited by construction reads like an upscale), and per tile, where the 25th percentile of the
-tiles with detail to lose is taken (one natively sharp region is enough). `upsample_missing_db_xK` =
-min(pooled, per tile + TILE_OFFSET); `upsample_missing_db` the largest over k, `upsample_factor` its k
-(None below UPSAMPLE_MIN_DB). Measured figures: bench/qc_sees_calibration.py, docs/qc.md.
+Measurement: the luma's power spectrum on up to TILES_MAX Hann-windowed 128 px tiles spread over the frame. For
+each factor k, per tile:
+* `content`: the power just below the cutoff (BELOW x 1/k of Nyquist), in dB over the rounding floor: the detail
+  an enlargement would have had to lose. Tiles under CONTENT_MIN_DB (sky, flat fills, smooth gradients) are not
+  judged: an image without such tiles has nothing to judge for that k (None).
+* `detail`: the power in HIGH_BANDS[k], above 1.4x the cutoff and clear of the spectral images an integer
+  enlargement leaves around multiples of 2/k of Nyquist (and of the 8x8 JPEG block lines), in dB over the same
+  floor. The floor is computed, not estimated: the variance of rounding to 8 bits (1/12 per channel) through the
+  luma weights (1/12 for a grey image), times the window's energy, so a detailed image cannot take its own
+  detail for the floor.
+`upsample_detail_db_xK` = the DETAIL_RANK-th highest `detail` among the judged tiles: one natively sharp region
+(an edge, a texture, grain) is enough to be native, a single odd tile is not. `upsample_detail_db` = the lowest
+over k (the profile rejects under its `min`), `upsample_factor` = among the k whose detail is under
+FACTOR_MAX_DB, the one with the steepest cliff (median content below the cutoff over the detail above). Measured (bench/qc_sees_calibration.py, docs/qc.md): native photos 13.3 dB and up, clean renders
+8.5 and up, Real-ESRGAN x4 outputs 13.4 and up; Lanczos x4 5.6 at most.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from scipy import fft as _fft
 
 FACTORS = (2, 3, 4)
 TILE = 128  # tile side (px); frequency resolution 1/64 of Nyquist
-TILES_MAX = 64  # tiles averaged (spread over the frame)
-LOW_BANDS = ((0.45, 0.7), (0.7, 0.95))  # fractions of the cutoff 1/k: the two bands below it
-HIGH_BAND = (1.4, 1.8)  # fraction of the cutoff: the band just above it (clamped to Nyquist)
-UPSAMPLE_MIN_DB = 6.0  # a shortfall under this is not reported as a factor
+TILES_MAX = 64  # tiles read (spread over the frame)
 MIN_SIDE = 64  # smaller images are not measured
-DETAIL_SHARE, DETAIL_MIN_TILES = 0.25, 4  # the pooled reading: the most detailed quarter of the tiles
-TILE_OFFSET = 5.0  # dB: the per-tile reading + this caps the pooled one
-TAIL_BAND = (0.58, 0.88)  # reported only: power far above a 4x cutoff, between its spectral images
-TILE_MIN_EXCESS = 10.0  # a tile counts when the bands below predict at least 3x the floor above the cutoff
-TILES_MIN = 3  # ... and at least this many tiles (or all there are) must count
-TILE_PERCENTILE = 25  # the shortfall read at this percentile of those tiles: one sharp region is native
-SLOPE_MAX = 6.0  # steepest log-log fall (power per octave / 3 dB) the bands below may predict
-ABOVE_MIN = 0.25  # power above the cutoff counted as at least this share of the floor (bounds the dB)
+# Nyquist units: above 1.4x the cutoff 1/k, and away from the spectral images at 2/k (k = 3: 0.67; k = 4: 0.5)
+HIGH_BANDS = {2: ((0.70, 0.90),), 3: ((0.47, 0.58), (0.76, 0.92)), 4: ((0.36, 0.44), (0.58, 0.88))}
+BELOW = (0.55, 0.90)  # fraction of the cutoff: the content band just below it
+CONTENT_MIN_DB = 20.0  # a tile is judged when its content band is at least this far over the floor
+TILES_MIN = 3  # ... and at least this many tiles must be judged (else that factor is None)
+DETAIL_RANK = 2  # the 2nd-highest judged tile decides
+FACTOR_MAX_DB = 7.0  # upsample_factor names a k whose detail is under this (the profile's default limit)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -61,24 +61,9 @@ def tile_spectra(luma: np.ndarray, size: int = TILE, limit: int = TILES_MAX) -> 
     return spec.real ** 2 + spec.imag ** 2
 
 
-def power_spectrum(luma: np.ndarray, size: int = TILE, limit: int = TILES_MAX) -> np.ndarray:
-    """Mean power spectrum of the tiles (Welch)."""
-    return tile_spectra(luma, size, limit).mean(axis=0)
-
-
-
-
-def detailed_spectrum(spectra: np.ndarray, size: int) -> np.ndarray:
-    """Mean spectrum of the DETAIL_SHARE of tiles with the most power between 1/10 and 1/2 of Nyquist
-    (an edge or texture, not sky): there the detail an enlargement lacks would show most."""
-    c = _band_grid(size)
-    mid = spectra[:, (c >= 0.1) & (c < 0.5)].mean(axis=1)
-    n = max(min(DETAIL_MIN_TILES, len(mid)), int(round(DETAIL_SHARE * len(mid))))
-    return spectra[np.argsort(-mid)[:n]].mean(axis=0)
-
-
 def _band_grid(size: int) -> np.ndarray:
-    """Chebyshev frequency max(|fx|, |fy|) of each rfft2 bin, in units of Nyquist (0..1)."""
+    """Chebyshev frequency max(|fx|, |fy|) of each rfft2 bin, in units of Nyquist (0..1): a separable resize
+    cuts |fx| and |fy| on their own, so its empty region is the outside of a square."""
     fy = np.abs(np.fft.fftfreq(size)) * 2.0
     fx = np.fft.rfftfreq(size) * 2.0
     return np.maximum(fy[:, None], fx[None, :])
@@ -94,77 +79,82 @@ def _jpeg_lines(size: int) -> np.ndarray:
     return near_y[:, None] | near_x[None, :]
 
 
-def band_powers(power: np.ndarray, size: int, edges: list[tuple[float, float]]) -> list[float]:
-    """Mean power in each square band [a, b) of Chebyshev frequency (Nyquist units), JPEG lines left out."""
-    c = _band_grid(size)
-    keep = ~_jpeg_lines(size)
-    out = []
-    for a, b in edges:
-        sel = (c >= a) & (c < b) & keep
-        out.append(float(power[sel].mean()) if sel.any() else float("nan"))
-    return out
-
-
-def noise_floor(rgb_or_luma: np.ndarray, power: np.ndarray, size: int) -> float:
-    """White floor of the spectrum: the top band's power, at most 1.5x what 8-bit rounding alone adds (an
-    image with real detail up to Nyquist would otherwise take its detail for the floor)."""
+def rounding_floor(rgb_or_luma: np.ndarray, size: int) -> float:
+    """Power per bin of 8-bit rounding noise in a Hann-windowed tile of the luma: 1/12 per channel through the
+    luma weights (independent per channel), 1/12 for a grey image (one rounding)."""
     arr = np.asarray(rgb_or_luma)
     grey = arr.ndim == 2 or bool(np.array_equal(arr[::7, ::7, 0], arr[::7, ::7, 1]) and
                                  np.array_equal(arr[::7, ::7, 1], arr[::7, ::7, 2]))
-    var = 1.0 / 12.0 if grey else float((LUMA ** 2).sum()) / 12.0
-    win = float((np.hanning(size) ** 2).sum()) ** 2
-    top = float(np.median(power[_band_grid(size) > 0.9]))
-    return max(min(top, 1.5 * var * win), 0.25 * var * win)  # never 0 (an all-black frame)
+    var = 1.0 / 12.0 if grey else float((LUMA.astype(np.float64) ** 2).sum()) / 12.0
+    return var * float((np.hanning(size) ** 2).sum()) ** 2
+
+
+# The factor. The detail bands above overlap (k = 3 and 4 also read 0.7-0.9 of Nyquist, the only band clear of
+# every kernel's leaks), so they say "enlarged" but not by how much. The factor is the k whose cutoff the
+# spectrum falls hardest across: the power at 1.4-1.8x the cutoff against what the two bands below predict
+# (their log-log slope continued), over the floor, in the most detailed quarter of the tiles.
+SHORT_LOW = ((0.45, 0.7), (0.7, 0.95))  # fractions of the cutoff
+SHORT_HIGH = (1.4, 1.8)
+SHORT_SLOPE_MAX = 6.0
+
+
+def shortfall_by_factor(spectra: np.ndarray, grid: np.ndarray, keep: np.ndarray, floor: float) -> dict[int, float]:
+    """dB by which the power just above each cutoff 1/k falls short of the bands below it (most detailed tiles)."""
+    mid = spectra[:, (grid >= 0.1) & (grid < 0.5)].mean(axis=1)
+    detailed = spectra[np.argsort(-mid)[:max(min(4, len(mid)), len(mid) // 4)]].mean(axis=0)
+    out = {}
+    for k in FACTORS:
+        cut = 1.0 / k
+        edges = [(a * cut, b * cut) for a, b in SHORT_LOW] + [(SHORT_HIGH[0] * cut, min(SHORT_HIGH[1] * cut, 0.95))]
+        masks = [(grid >= a) & (grid < b) & keep for a, b in edges]
+        if not all(mk.any() for mk in masks):
+            continue
+        p1, p2, p3 = (float(detailed[mk].mean()) - floor for mk in masks)
+        if p1 <= 0 or p2 <= 0:
+            continue
+        centres = [(a * b) ** 0.5 for a, b in edges]
+        slope = min(max(np.log(p2 / p1) / np.log(centres[1] / centres[0]), -SHORT_SLOPE_MAX), 0.0)
+        predicted = p2 * (centres[2] / centres[1]) ** slope
+        out[k] = float(10.0 * np.log10(predicted / max(p3, 0.25 * floor)))
+    return out
 
 
 def measure_upsampling(rgb: np.ndarray, luma: np.ndarray | None = None) -> dict:
-    """`upsample_missing_db`: how far (dB) the detail above a cutoff 1/k of Nyquist falls short of what the
-    bands below predict, the largest over k = 2, 3, 4; `upsample_factor`: that k when the shortfall reaches
-    UPSAMPLE_MIN_DB; `upsample_missing_db_x2/x3/x4` each. None on images under MIN_SIDE px."""
+    """`upsample_detail_db`: the lowest over k = 2, 3, 4 of `upsample_detail_db_xK` (dB of detail above 1/k of
+    Nyquist over the rounding floor, in the most detailed tiles; see the module docstring); `upsample_factor`:
+    the largest k under FACTOR_MAX_DB. None where nothing can be judged (images under MIN_SIDE px, flat frames)."""
     arr = np.asarray(rgb)
     if luma is None:
         luma = arr.astype(np.float32) @ LUMA if arr.ndim == 3 else arr.astype(np.float32)
     h, w = luma.shape[:2]
-    out: dict = {"upsample_missing_db": None, "upsample_factor": None}
+    out: dict = {"upsample_detail_db": None, "upsample_factor": None}
     if min(h, w) < MIN_SIDE:
         return out
     size = TILE if min(h, w) >= TILE else MIN_SIDE
     spectra = tile_spectra(luma, size)
-    floor = noise_floor(arr, spectra.mean(axis=0), size)
+    floor = rounding_floor(arr, size)
     grid, keep = _band_grid(size), ~_jpeg_lines(size)
-    detailed = detailed_spectrum(spectra, size)
-    # far above a 4x cutoff, between its spectral images (0.5, 1.0 of Nyquist), an enlargement sits at the floor
-    # (reported; band-limited render textures sit there too, so it decides nothing)
-    tail = float(detailed[(grid >= TAIL_BAND[0]) & (grid < TAIL_BAND[1]) & keep].mean())
-    out["upsample_tail_db"] = round(10.0 * math.log10(max(tail, 1e-12) / floor), 2)
-    best, best_k = -math.inf, None
+    judged: dict[int, float] = {}
     for k in FACTORS:
         cut = 1.0 / k
-        edges = [(a * cut, b * cut) for a, b in LOW_BANDS] + [(HIGH_BAND[0] * cut, min(HIGH_BAND[1] * cut, 0.95))]
-        masks = [(grid >= a) & (grid < b) & keep for a, b in edges]
-        if not all(mk.any() for mk in masks):
+        high = np.zeros_like(keep)
+        for a, b in HIGH_BANDS[k]:
+            high |= (grid >= a) & (grid < b)
+        high &= keep
+        low = (grid >= BELOW[0] * cut) & (grid < BELOW[1] * cut) & keep
+        with np.errstate(divide="ignore"):
+            content = 10.0 * np.log10(spectra[:, low].mean(axis=1) / floor)
+            detail = 10.0 * np.log10(np.maximum(spectra[:, high].mean(axis=1), 1e-6 * floor) / floor)
+        sel = content >= CONTENT_MIN_DB
+        if int(sel.sum()) < min(TILES_MIN, len(spectra)) or not sel.any():
+            out[f"upsample_detail_db_x{k}"] = None
             continue
-        pooled = detailed[None]  # the pooled detailed tiles as one more "tile"
-        both = np.concatenate([spectra, pooled])
-        p1, p2, p3 = (both[:, mk].mean(axis=1) - floor for mk in masks)  # per tile, above the floor
-        centres = [math.sqrt(a * b) for a, b in edges]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.clip(np.log(p2 / p1) / math.log(centres[1] / centres[0]), -SLOPE_MAX, 0.0)
-            predicted = p2 * (centres[2] / centres[1]) ** slope
-            short = 10.0 * np.log10(predicted / np.maximum(p3, ABOVE_MIN * floor))
-        if not (p1[-1] > 0 and p2[-1] > 0 and math.isfinite(short[-1])):
-            continue
-        pooled_db = float(short[-1])
-        seen = (p1[:-1] > 0) & (p2[:-1] > 0) & np.isfinite(short[:-1]) & (predicted[:-1] >= TILE_MIN_EXCESS * floor)
-        # one natively sharp region is enough to be native: a low percentile of the tiles with detail to lose
-        tile_db = float(np.percentile(short[:-1][seen], TILE_PERCENTILE)) if int(seen.sum()) >= TILES_MIN else None
-        missing = pooled_db if tile_db is None else min(pooled_db, tile_db + TILE_OFFSET)
-        out[f"upsample_pooled_db_x{k}"] = round(pooled_db, 2)
-        out[f"upsample_tile_db_x{k}"] = None if tile_db is None else round(tile_db, 2)
-        out[f"upsample_missing_db_x{k}"] = round(missing, 2)
-        if missing > best:
-            best, best_k = missing, k
-    if best_k is not None:
-        out["upsample_missing_db"] = round(best, 2)
-        out["upsample_factor"] = best_k if best >= UPSAMPLE_MIN_DB else None
+        ranked = np.sort(detail[sel])[::-1]
+        judged[k] = float(ranked[min(DETAIL_RANK, len(ranked)) - 1])
+        out[f"upsample_detail_db_x{k}"] = round(judged[k], 2)
+    if judged:
+        out["upsample_detail_db"] = round(min(judged.values()), 2)
+        if min(judged.values()) < FACTOR_MAX_DB:  # which k: the high bands overlap, the shortfall tells
+            shortfall = shortfall_by_factor(spectra, grid, keep, floor)
+            out["upsample_factor"] = max(shortfall, key=shortfall.get) if shortfall else min(judged)
     return out
