@@ -327,11 +327,7 @@ def run_ideas(run: Path) -> dict[str, str]:
 def factory_rows(build: Build, runs: list[Path], emb_dir: Path, args: argparse.Namespace) -> None:
     from rezcty_core.stock.adobe_review import read_accepted
 
-    accepted = None
-    if args.accepted:
-        accepted = read_accepted(args.accepted)
-        for p in accepted.problems:
-            build.problem(p, "accepted")
+    accepted = read_verdict_file(build, args.accepted, read_accepted, "accepted")
     candidates = []
     for run in runs:
         ideas_by_prompt = run_ideas(run)
@@ -351,17 +347,14 @@ def factory_rows(build: Build, runs: list[Path], emb_dir: Path, args: argparse.N
             build.skip(j.image, "no prompt for this image (no NAME.txt beside it)", "factory")
             continue
         keep.append((run, j, ideas_by_prompt))
-    if accepted is not None:
-        for key, v in accepted.verdicts.items():
-            if v.accepted and key not in matched:
-                build.skip(v.where, f"accepted file {v.filename!r} is not in any factory run given", "factory")
+    skip_unmatched(build, accepted, matched, "factory", "accepted file {name!r} is not in any factory run given",
+                   accepted_only=True)
     if not keep:
         return
     manifest = ensure_embeddings([j.image for _, j, _ in keep], emb_dir, args)
     for _run, j, ideas_by_prompt in keep:
-        emb, why = embedding_of(manifest, j.image)
+        emb = row_embedding(build, manifest, j, "factory")
         if emb is None:
-            build.skip(j.image, why, "factory")
             continue
         idea = ideas_by_prompt.get(j.prompt)
         derived = idea is None
@@ -380,11 +373,7 @@ def judge_rows(build: Build, runs: list[Path], emb_dir: Path, args: argparse.Nam
     from rezcty_core.qc.checks import measurements_text
     from rezcty_core.stock.adobe_review import is_upload_csv, read_review, read_upload_csv
 
-    review = None
-    if args.review:
-        review = read_review(args.review)
-        for p in review.problems:
-            build.problem(p, "review")
+    review = read_verdict_file(build, args.review, read_review, "review")
     uploads: dict[str, dict] = {}
     csvs = list(args.upload_csv) + [p for run in runs if run.is_dir() for p in sorted(run.rglob("*.csv")) if is_upload_csv(p)]
     for path in csvs:
@@ -416,19 +405,43 @@ def judge_rows(build: Build, runs: list[Path], emb_dir: Path, args: argparse.Nam
             meta = next((uploads[n.lower()] for n in j.names if n.lower() in uploads), None)
             if meta:
                 answer.update(title=meta["title"], keywords=meta["keywords"])
-        emb, why = embedding_of(manifest, j.image)
+        emb = row_embedding(build, manifest, j, "qc")
         if emb is None:
-            build.skip(j.image, why, "qc")
             continue
         subject_text = caption_subject(j.prompt) if j.prompt else ""
         build.add({"image_embedding_path": emb, "input_text": measurements_text(m, j.entry.get("failed_checks") or []),
                    "output_text": answer, "source": "review" if reviewed else "qc",
                    "subject": subject_text or j.image.stem, "source_image": str(j.image), "source_file": j.where,
                    **extra})
-    if review:
-        for key, v in review.verdicts.items():
-            if key not in matched:
-                build.skip(v.where, f"review names {v.filename!r}, which is in no QC run given", "review")
+    skip_unmatched(build, review, matched, "review", "review names {name!r}, which is in no QC run given")
+
+
+def read_verdict_file(build: Build, path: Path | None, reader, source: str):
+    """An Adobe review / accepted-uploads file read with `reader`; its bad lines reported under `source`."""
+    if not path:
+        return None
+    verdicts = reader(path)
+    for p in verdicts.problems:
+        build.problem(p, source)
+    return verdicts
+
+
+def skip_unmatched(build: Build, verdicts, matched: set[str], source: str, message: str,
+                   accepted_only: bool = False) -> None:
+    """Report each verdict of a review file that named no image of the runs given (`message` gets `name`)."""
+    if verdicts is None:
+        return
+    for key, v in verdicts.verdicts.items():
+        if key not in matched and (v.accepted or not accepted_only):
+            build.skip(v.where, message.format(name=v.filename), source)
+
+
+def row_embedding(build: Build, manifest, judged, source: str) -> str | None:
+    """The embedding path of a judged image, or None with the image skipped and the reason reported."""
+    emb, why = embedding_of(manifest, judged.image)
+    if emb is None:
+        build.skip(judged.image, why, source)
+    return emb
 
 
 # --- for every source: de-duplicate, held-out by subject, curate, report ----------------------
