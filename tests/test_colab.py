@@ -1,8 +1,11 @@
 """colab/rezcty_colab.ipynb executed top to bottom under nbclient, on the CPU, with the embedded models and the
 tiny SD 1.5 fixture; a temp folder stands in for Google Drive (ON_COLAB is False here).
 
-Session 1 runs every cell; the line cells run again and queue nothing new; session 2 (a new server and local
-disk, the same Drive) re-submits a passed image under another name and QC flags it as a duplicate of session 1's.
+Session 1 runs every cell, the workshop included (RUN_WORKSHOP, tiny sets in kohya layout, 1-2 steps, tiny ranks:
+precompute_dinov2 -> build_dataset -> train_adapter (QLoRA on the CPU) -> train_lora style + structure ->
+train_embedding, each checked through the server); then every cell runs again: the line cells queue nothing new and
+the workshop cells skip what is trained. Session 2 (a new server and local disk, the same Drive) re-submits a passed
+image under another name and QC flags it as a duplicate of session 1's.
 """
 from __future__ import annotations
 
@@ -25,26 +28,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 sys.path.insert(0, str(REPO / "tools"))
 import lora_files  # noqa: E402
 from demo_samples import write_samples  # noqa: E402
+from tiny_dataset import make_set  # noqa: E402
 
 NOTEBOOK = REPO / "colab" / "rezcty_colab.ipynb"
 TIMINGS: dict[str, float] = {}
 
 
-def overrides(drive: Path, work: Path, port: int, extra_images: Path) -> str:
+# the workshop at test size: 1-2 steps, tiny ranks, 64 px buckets, no held-out generation
+WORKSHOP_TINY = {
+    "ADAPTER_STEPS": 2, "ADAPTER_GRAD_ACCUM": 1, "ADAPTER_EVAL": 0, "LORA_R": 4, "LORA_ALPHA": 8,
+    "STYLE_RANK": 4, "STRUCTURE_RANK": 2, "LORA_STEPS": 1, "EMBEDDING_STEPS": 1,
+    "TRAIN_RESOLUTION": 64, "BUCKET_RESO": (64, 128), "SAMPLE_SIZE": 64, "SAMPLE_STEPS": 1,
+}
+
+
+def overrides(drive: Path, work: Path, port: int, extra_images: Path, workshop: bool) -> str:
     """What the test changes, papermill-style: a cell right after the one tagged `parameters`."""
     values = {
         "DRIVE": str(drive), "WORK": str(work), "PACK_DIR": str(REPO), "COMFY_DIR": str(REPO / ".comfyui" / "ComfyUI"),
         "PORT": port, "IDEAS": ["a lighthouse on a cliff"],
-        "CHECKPOINT": "tiny_sd15.safetensors", "WIDTH": 64, "HEIGHT": 64, "STEPS": 1, "MAX_NEW_TOKENS": 16, "EXTRA_IMAGES": str(extra_images), "RUN_WORKSHOP": False,
+        "CHECKPOINT": "tiny_sd15.safetensors", "WIDTH": 64, "HEIGHT": 64, "STEPS": 1, "MAX_NEW_TOKENS": 16, "EXTRA_IMAGES": str(extra_images),
         "LINE2_SET": {"RezctyStockSize.base_scale": 0.125, "LatentUpscaleBy.scale_by": 1.0},
+        "RUN_WORKSHOP": workshop, **WORKSHOP_TINY,
     }
     return "\n".join(f"{k} = {v!r}" for k, v in values.items())
 
 
-def execute(drive: Path, work: Path, port: int, extra_images: Path, label: str) -> nbformat.NotebookNode:
+def execute(drive: Path, work: Path, port: int, extra_images: Path, label: str, workshop: bool = False) -> nbformat.NotebookNode:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(overrides(drive, work, port, extra_images)))
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(overrides(drive, work, port, extra_images, workshop)))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
@@ -99,6 +112,14 @@ def sidecars(drive: Path) -> dict[str, dict]:
     return {p.relative_to(root).as_posix(): json.loads(p.read_text(encoding="utf-8")) for p in root.rglob("*.json")}
 
 
+def trained_files(drive: Path) -> dict[str, bytes]:
+    """What the workshop wrote on Drive: models, checkpoints, the dataset, embeddings manifests, the checks."""
+    roots = [drive / "models" / "loras", drive / "models" / "embeddings", drive / "models" / "rezcty_adapters",
+             drive / "workshop" / "checks", drive / "workshop" / "adapter_data"]
+    return {p.relative_to(drive).as_posix(): p.read_bytes() for r in roots if r.is_dir()
+            for p in sorted(r.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory):
     root = tmp_path_factory.mktemp("colab")
@@ -115,14 +136,20 @@ def sessions(tmp_path_factory):
         for ext in (".png", ".txt"):
             shutil.copy2(samples / f"{name}{ext}", incoming / f"{name}{ext}")
 
+    # the workshop's two caption sets, kohya N_trigger folders as the notebook's markdown asks
+    make_set(drive / "workshop" / "10_rezcty_style", "rezcty_style", [(64, 64), (128, 64), (64, 64)], seed=1)
+    make_set(drive / "workshop" / "10_rezcty_structure", "rezcty_structure", [(64, 64), (64, 128)], seed=2)
+
     work1, work2 = root / "work1", root / "work2"
     out: dict = {"drive": drive}
     try:
         port = free_port()
-        out["first"] = execute(drive, work1, port, incoming, "session 1, first run")
+        out["first"] = execute(drive, work1, port, incoming, "session 1, first run", workshop=True)
         out["upload_1"] = sorted(p.name for p in (drive / "upload").iterdir())
         out["queued_1"] = queued_records(drive)
-        out["again"] = execute(drive, work1, port, incoming, "session 1, second run")
+        out["trained_1"] = trained_files(drive)
+        out["again"] = execute(drive, work1, port, incoming, "session 1, second run", workshop=True)
+        out["trained_2"] = trained_files(drive)
         out["queued_2"] = queued_records(drive)
         out["upload_2"] = sorted(p.name for p in (drive / "upload").iterdir())
         out["extra_rows_1"] = json.loads((drive / "runs" / "run1" / "line3_1" / "results.json").read_text(encoding="utf-8"))
@@ -181,3 +208,75 @@ def test_second_session_flags_a_resubmitted_image_as_duplicate(sessions):
     original = next(r for r in sessions["extra_rows_1"] if r["label"] == "clean_1.png")
     assert json.loads(original["texts"]["7"][0])[0]["verdict"] == "pass"
     assert "duplicate" in cell_output(sessions["second_session"], "build_upload_set")
+
+
+def test_workshop_trains_each_model_and_checks_it_through_the_server(sessions):
+    from rezcty_core.llm.adapter import read_adapter_config
+    from rezcty_core.sd.lora_export import read_metadata
+
+    drive, nb = sessions["drive"], sessions["first"]
+    ws = drive / "workshop"
+    for name in ("10_rezcty_style", "10_rezcty_structure"):   # one embedding file per image, a manifest per set
+        lines = [json.loads(x) for x in (ws / "embeddings" / name / "manifest.jsonl").read_text().splitlines()]
+        assert len(lines) == len(list((ws / name).glob("*.png"))) and all("embedding" in x for x in lines), lines
+    rows = [json.loads(x) for x in (ws / "adapter_data" / "dataset.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and all(r["image_embedding_path"] and r["output_text"] for r in rows), rows
+    # the adapter: QLoRA on the CPU, and the cell says so
+    text = cell_output(nb, 'train("build_dataset", "whisperer"')
+    assert "on the CPU, quantization 4bit-nf4 (QLoRA through bitsandbytes' CPU kernels" in text, text
+    config = read_adapter_config(drive / "models" / "rezcty_adapters" / "rezcty_whisperer")
+    assert config.training["steps"] == 2 and config.training["quantization"] == "4bit-nf4", config.training
+    assert config.training["quantized_linears"] > 0 and config.lora["r"] == 4 and config.projector, config
+    expanded = json.loads((ws / "checks" / "adapter" / "outputs.json").read_text())["outputs"]
+    assert any(t.strip() for node in expanded.values() for t in node.get("text", [])), expanded
+    # the two LoRAs and rezcty_genius, each with the steps and rank asked, each rendered through the server
+    for name, trigger, rank in (("rezcty_style", "rezcty_style", "4"), ("rezcty_structure", "rezcty_structure", "2")):
+        meta = read_metadata(drive / "models" / "loras" / f"{name}.safetensors")
+        assert meta["rezcty_trigger"] == trigger and meta["ss_network_dim"] == rank, meta
+        assert json.loads(meta["rezcty_args"])["steps_done"] == 1
+    meta = read_metadata(drive / "models" / "embeddings" / "rezcty_genius.safetensors")
+    assert meta["rezcty_role"] == "embedding" and json.loads(meta["rezcty_args"])["steps_done"] == 1, meta
+    for check in ("loras", "genius"):
+        assert len(list((ws / "checks" / check).glob("*.png"))) == 1, sorted((ws / "checks" / check).iterdir())
+
+
+def test_rerunning_the_workshop_skips_what_is_trained_and_duplicates_nothing(sessions):
+    assert sessions["trained_2"].keys() == sessions["trained_1"].keys()
+    changed = [k for k in sessions["trained_1"] if sessions["trained_1"][k] != sessions["trained_2"][k]]
+    assert not changed, changed
+    again = sessions["again"]
+    text = "".join(cell_output(again, marker) for marker in ('train("build_dataset", "whisperer"', 'train_sd("train_lora"',
+                                                             'train_sd("train_embedding"'))
+    for name in ("rezcty_whisperer", "rezcty_style.safetensors", "rezcty_structure.safetensors", "rezcty_genius.safetensors"):
+        assert f"{name}: already trained" in text, text
+    for check in ("adapter", "loras", "genius"):
+        assert f"check {check}: already done" in text, text
+    lines = [json.loads(x) for m in (sessions["drive"] / "workshop" / "embeddings").glob("*/manifest.jsonl")
+             for x in m.read_text().splitlines()]
+    assert len(lines) == 5 and all(x["status"] == "cached" for x in lines), lines
+
+
+def test_colab_only_calls_are_guarded_by_on_colab():
+    """drive.mount, serve_kernel_port_as_window and the Hugging Face downloads each sit under an `if` on ON_COLAB
+    (the downloads also need DOWNLOAD_MODELS), so the notebook runs anywhere with a temp folder for Drive."""
+    import ast
+
+    guarded = {"mount", "serve_kernel_port_as_window", "hf_hub_download", "snapshot_download"}
+    found: dict[str, str] = {}
+    for cell in nbformat.read(NOTEBOOK, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            name = getattr(getattr(node, "func", None), "attr", None) or getattr(getattr(node, "func", None), "id", None)
+            if isinstance(node, ast.Call) and name in guarded:
+                tests, up = [], node
+                while up in parents:
+                    child, up = up, parents[up]
+                    if isinstance(up, ast.If) and child in up.body:
+                        tests.append(ast.unparse(up.test))
+                found[name] = " / ".join(tests)
+    assert found.keys() == guarded, found
+    assert all("ON_COLAB" in t for t in found.values()), found
+    assert all("DOWNLOAD_MODELS" in found[n] for n in ("hf_hub_download", "snapshot_download")), found
