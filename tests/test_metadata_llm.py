@@ -56,6 +56,33 @@ def test_judge_reply_schema():
         metadata.validate_metadata_reply({"title": "Lake", "keywords": ["lake", "calm", "water"]})
 
 
+def test_constrained_greedy_equals_free_greedy():
+    # a constrained decoder must let a model that already writes valid JSON of the schema write exactly what it
+    # writes unconstrained (issue 21: the schema used to be compiled with its keys sorted, so xgrammar demanded
+    # "category", "description", ... first and garbled the trained {"verdict", "title", "keywords"} reply)
+    from fixtures.tiny_judge_llm import metadata_prompts
+
+    from rezcty_core.llm import batching, constrained
+    from rezcty_core.llm.templates import build_messages
+    from rezcty_core.stock import categories
+
+    llm = core_llm.load_llm(tiny_metadata_llm_dir(), keep_loaded=False)
+    schema = constrained.metadata_schema([f"{n} {name}" for n, name in categories.ADOBE_CATEGORIES.items()])
+    compared = 0
+    for text in metadata_prompts():
+        chat = build_messages("judge", text, False)
+        free = batching.generate_batch(llm, [chat], [0], do_sample=False, max_new_tokens=96)[0]
+        try:
+            metadata.validate_metadata_reply(json.loads(free))
+        except ValueError:
+            continue  # the property is about replies that are valid JSON of the schema already
+        held = batching.generate_batch(llm, [chat], [0], do_sample=False, max_new_tokens=96,
+                                       processors=[constrained.json_processor(llm, schema)])[0]
+        assert held == free
+        compared += 1
+    assert compared >= 3  # the overfitted fixture writes METADATA_ANSWER for most of its training prompts
+
+
 def assert_cleaned_llm_metadata(title: str, description: str, kws: list[str]) -> None:
     """The trained reply after the rules layer: the LLM's words kept, its brand and trigger gone."""
     assert title == LLM_TITLE
@@ -68,8 +95,6 @@ def assert_cleaned_llm_metadata(title: str, description: str, kws: list[str]) ->
     assert "lake" in kws  # from the deterministic fallback (the prompt), not from the LLM
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issue 21): xgrammar-constrained decoding garbles the reply this "
-                   "overfitted tiny LLM was trained to write; the unconstrained path passed before")
 def test_trained_llm_reply_is_used_and_cleaned_by_the_rules():
     llm = core_llm.load_llm(tiny_metadata_llm_dir(), keep_loaded=False)
     prompt, colour = METADATA_PROMPTS[1]  # "a calm lake at dawn, pine trees, mist": nothing like the answer
@@ -91,8 +116,6 @@ def test_trained_llm_reply_is_used_and_cleaned_by_the_rules():
     assert 0 < len(meta.title) <= metadata.TITLE_MAX and "," not in meta.title
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issue 21): xgrammar-constrained decoding garbles the reply this "
-                   "overfitted tiny LLM was trained to write; the unconstrained path passed before")
 def test_trained_llm_through_the_server(comfy):
     name = link_model(comfy, "LLM", tiny_metadata_llm_dir(), "tiny-metadata-judge")
     prompt = "a calm lake at dawn, pine trees, mist, rezcty_style"

@@ -20,6 +20,13 @@ _LOCK = threading.Lock()
 _TOKENIZER_INFO: dict[int, Any] = {}
 _COMPILED: dict[tuple[int, str], Any] = {}
 
+# how a document may be written: the keys in the schema's order, one line with json.dumps' separators ", " and
+# ": " (no free whitespace, so an untrained model cannot spend its token budget on blanks). A model that writes
+# valid JSON this way writes exactly the same tokens constrained or not
+# (tests/test_metadata_llm.py::test_constrained_greedy_equals_free_greedy). Not any_order: xgrammar 0.2.9 then
+# lets a key repeat, and an untrained model wrote "description" twice and ran past its token budget.
+GRAMMAR_OPTIONS = {"any_whitespace": False, "strict_mode": True}
+
 # tokens allowed for one constrained reply at least (a full document of the schemas below fits)
 MIN_JSON_TOKENS = 512
 
@@ -40,8 +47,11 @@ def compiled_grammar(llm: Any, schema: dict) -> Any:
     """The schema compiled for this model's tokenizer (cached per tokenizer and schema)."""
     import xgrammar as xgr
 
-    text = json.dumps(schema, sort_keys=True)
-    key = (_compiler_key(llm), text)
+    # the cache key may be canonical, the compiled text may not: xgrammar writes (and with any_order=False would
+    # require) the properties in the order the schema lists them, so sorting the keys here reordered the
+    # document a model writes (a trained {"verdict", "title", ...} was forced into {"category", "description", ...})
+    text = json.dumps(schema)
+    key = (_compiler_key(llm), json.dumps(schema, sort_keys=True))
     with _LOCK:
         if key in _COMPILED:
             return _COMPILED[key]
@@ -52,7 +62,7 @@ def compiled_grammar(llm: Any, schema: dict) -> Any:
             _TOKENIZER_INFO.clear()  # one model at a time: drop grammars of an unloaded tokenizer
             _COMPILED.clear()
             _TOKENIZER_INFO[_compiler_key(llm)] = info
-        grammar = xgr.GrammarCompiler(info).compile_json_schema(text, any_whitespace=False, strict_mode=True)
+        grammar = xgr.GrammarCompiler(info).compile_json_schema(text, **GRAMMAR_OPTIONS)
         _COMPILED[key] = grammar
         return grammar
 
