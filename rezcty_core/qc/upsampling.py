@@ -30,7 +30,7 @@ from scipy import fft as _fft
 FACTORS = (2, 3, 4)
 TILE = 128  # tile side (px); frequency resolution 1/64 of Nyquist
 TILES_MAX = 64  # tiles read (spread over the frame)
-MIN_SIDE = 64  # smaller images are not measured
+MIN_SIDE = 256  # smaller images are not measured (a few tiles of a thumbnail say little)
 # Nyquist units: above 1.4x the cutoff 1/k, and away from the spectral images at 2/k (k = 3: 0.67; k = 4: 0.5)
 HIGH_BANDS = {2: ((0.70, 0.90),), 3: ((0.47, 0.58), (0.76, 0.92)), 4: ((0.36, 0.44), (0.58, 0.88))}
 BELOW = (0.55, 0.90)  # fraction of the cutoff: the content band just below it
@@ -44,6 +44,8 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 def _tiles(luma: np.ndarray, size: int, limit: int) -> np.ndarray:
     h, w = luma.shape
     ny, nx = h // size, w // size
+    if ny * nx < limit:  # a small frame: tiles overlapping by half, so a sharp edge falls inside one
+        ny, nx = max(1, 2 * ny - 1), max(1, 2 * nx - 1)
     ys = np.linspace(0, h - size, ny).astype(int) if ny > 1 else np.array([(h - size) // 2])
     xs = np.linspace(0, w - size, nx).astype(int) if nx > 1 else np.array([(w - size) // 2])
     coords = [(y, x) for y in ys for x in xs]
@@ -122,7 +124,7 @@ def shortfall_by_factor(spectra: np.ndarray, grid: np.ndarray, keep: np.ndarray,
 def measure_upsampling(rgb: np.ndarray, luma: np.ndarray | None = None) -> dict:
     """`upsample_detail_db`: the lowest over k = 2, 3, 4 of `upsample_detail_db_xK` (dB of detail above 1/k of
     Nyquist over the rounding floor, in the most detailed tiles; see the module docstring); `upsample_factor`:
-    the largest k under FACTOR_MAX_DB. None where nothing can be judged (images under MIN_SIDE px, flat frames)."""
+    the k the spectrum falls hardest across (`shortfall_by_factor`). None where nothing can be judged."""
     arr = np.asarray(rgb)
     if luma is None:
         luma = arr.astype(np.float32) @ LUMA if arr.ndim == 3 else arr.astype(np.float32)
