@@ -32,18 +32,16 @@ FIT_BODY = "a red bicycle, chrome handlebars, morning light"
 
 
 def unfit_llm_dir():
-    """A tiny LLM overfitted (with the Whisperer's few-shot chat) to write UNFIT_ANSWERS; cached by code hash."""
+    """A tiny LLM overfitted (with the Whisperer's few-shot chat) to write UNFIT_ANSWERS; cached by code hash.
+
+    Both chats are trained in every step (summed loss) until the model, teacher-forced, predicts every answer
+    token of both. The first answer token is the only one that depends on the idea (the ideas differ in 2-3 of
+    ~256 prompt tokens): a mean-loss threshold on alternating chats (the earlier recipe) stopped at a model
+    that wrote the kite's answer for the bicycle too, at batch 1 as at batch 2 (issue 21's "batch defect")."""
     path = CACHE / f"tiny_unfit_whisperer_{_digest(Path(w.__file__), Path(__file__))}"
     if (path / "config.json").is_file():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    # one model per answer would be two trainings; the prompt -> answer pairs are trained together instead
-    pairs = list(UNFIT_ANSWERS.items())
-    answers = {idea: a for idea, a in pairs}
-
-    def messages(idea):
-        return w.whisperer_messages(idea, False, True)
-
     import torch
     from fixtures.tiny_llm import save_pretrained_atomic
     from transformers import AutoTokenizer, LlamaForCausalLM
@@ -53,22 +51,30 @@ def unfit_llm_dir():
     base = tiny_llm_dir()
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = LlamaForCausalLM.from_pretrained(base, dtype=torch.float32)
-    chats = [encode_chat(tokenizer, messages(idea), answers[idea]) for idea, _ in pairs]
+    chats = [encode_chat(tokenizer, w.whisperer_messages(idea, False, True), answer)
+             for idea, answer in UNFIT_ANSWERS.items()]
     torch.manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    steps = 400
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     model.train()
-    recent: list[float] = []
-    for step in range(600):
-        embeds, labels = assemble_inputs(model, None, chats[step % len(chats)])
-        hidden = model.model(inputs_embeds=embeds).last_hidden_state[0]
-        targets = (labels[0] != -100).nonzero().squeeze(1)
-        loss = torch.nn.functional.cross_entropy(model.lm_head(hidden[targets - 1]), labels[0, targets])
+    for step in range(steps):
+        loss, exact = 0.0, True
+        for chat in chats:
+            embeds, labels = assemble_inputs(model, None, chat)
+            hidden = model.model(inputs_embeds=embeds).last_hidden_state[0]
+            targets = (labels[0] != -100).nonzero().squeeze(1)
+            logits = model.lm_head(hidden[targets - 1])
+            loss = loss + torch.nn.functional.cross_entropy(logits, labels[0, targets])
+            top2 = logits.detach().float().topk(2, dim=-1)
+            right = top2.indices[:, 0] == labels[0, targets]
+            exact = exact and bool(right.all()) and bool((top2.values[:, 0] - top2.values[:, 1] > 2.0).all())
+        if step >= 20 and exact:  # every answer token the argmax, by a margin, for both chats
+            break
         opt.zero_grad()
         loss.backward()
         opt.step()
-        recent = (recent + [loss.item()])[-len(chats):]
-        if step >= 20 and len(recent) == len(chats) and max(recent) < 0.02:
-            break
+        sched.step()
     model.eval()
     return save_pretrained_atomic(model, tokenizer, path)
 
@@ -82,6 +88,19 @@ def test_row_sampler_is_independent_of_batch_mates():
     assert alone[0] == with_b[0] == with_c[0]
     assert batching.generate_batch(llm, chats[:2], [7, 8], max_new_tokens=12) == with_b  # same seeds, same texts
     assert batching.generate_batch(llm, chats[:1], [70], max_new_tokens=12) != alone
+
+
+def test_greedy_text_of_an_idea_is_the_same_at_batch_1_and_batch_2():
+    # same idea + same seed -> same text whether it runs alone or left-padded next to another idea
+    llm = core_llm.load_llm(unfit_llm_dir(), keep_loaded=False)
+    chats = [w.whisperer_messages(i, False, True) for i in UNFIT_ANSWERS]
+    alone = [batching.generate_batch(llm, [c], [1], do_sample=False, max_new_tokens=48)[0] for c in chats]
+    assert alone == list(UNFIT_ANSWERS.values())  # the fixture tells the two ideas apart
+    assert batching.generate_batch(llm, chats, [1, 1], do_sample=False, max_new_tokens=48) == alone
+    # a longer batch mate pads these rows on the left
+    long_chat = w.whisperer_messages("a very long idea about a lighthouse on a cliff over a stormy sea at dusk",
+                                     False, True)
+    assert batching.generate_batch(llm, [long_chat, *chats], [1, 1, 1], do_sample=False, max_new_tokens=48)[1:] == alone
 
 
 def test_eight_ideas_batched_through_the_server(comfy):
@@ -100,8 +119,6 @@ def test_eight_ideas_batched_through_the_server(comfy):
     # independence from batch mates (same text at batch 1) is tested in the core: test_row_sampler_...
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issue 21): at batch_size 2 the overfitted unfit fixture's fit "
-                   "phrases do not come back, so the idea falls back to idea + triggers")
 def test_unfit_phrase_dropped_and_all_unfit_idea_retried_then_fallback(comfy):
     name = link_model(comfy, "LLM", unfit_llm_dir(), "tiny-unfit-whisperer")
     result = comfy.run(whisper_graph(name, "a red bicycle\na blue kite", seed=1, max_new_tokens=48,
