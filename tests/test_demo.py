@@ -166,6 +166,15 @@ def test_demo_decides_from_the_servers_free_memory(comfy):
     assert line1.is_qwen == qwen_fits and f"{demo_tool.LINE1_MEASURED_S['qwen']:.0f} s" in line1.reason
     tight = demo_tool.choose_line1_llm("auto", {"system": {"ram_free": 2 * GiB}, "devices": []})
     assert tight.name == embedded_choice.SMOLLM2 and "only 2.0 GiB RAM is free" in tight.reason
+    # line 3's analyst: on the CPU also its measured seconds per image; on a GPU (a T4) the memory plan alone
+    roomy_cpu = {"system": {"ram_free": 64 * GiB}, "devices": [{"type": "cpu", "vram_free": 64 * GiB}]}
+    analyst_cpu = demo_tool.choose_analyst_llm("auto", roomy_cpu, 8)
+    assert analyst_cpu.is_qwen == (demo_tool.ANALYST_MEASURED_S["qwen"] * 8 <= demo_tool.DEMO_LIMIT_S), analyst_cpu
+    t4 = {"system": {"ram_free": 12 * GiB}, "devices": [{"type": "cuda", "vram_free": 15 * GiB}]}
+    assert demo_tool.choose_analyst_llm("auto", t4, 8).is_qwen and demo_tool.choose_line1_llm("auto", t4).is_qwen
+    small_gpu = {"system": {"ram_free": 12 * GiB}, "devices": [{"type": "cuda", "vram_free": 3 * GiB}]}
+    assert demo_tool.choose_analyst_llm("auto", small_gpu, 8).name == embedded_choice.SMOLLM2
+    assert demo_tool.choose_analyst_llm("qwen", small_gpu, 8).is_qwen  # asked for: no second-guessing
 
 
 def test_demo_line2_sets_the_detail_pass_and_base_size_small_for_the_cpu(comfy, tiny_sd15, tmp_path):
