@@ -2,7 +2,7 @@
 tiny SD 1.5 fixture; a temp folder stands in for Google Drive (ON_COLAB is False here).
 
 Session 1 runs every cell, the workshop included (RUN_WORKSHOP, tiny sets in kohya layout, 1-2 steps, tiny ranks:
-precompute_dinov2 -> build_dataset -> train_adapter (QLoRA on the CPU) -> train_lora style + structure ->
+precompute_dinov2 -> build_dataset -> train_adapter (LoRA on fp32: the CPU choice) -> train_lora style + structure ->
 train_embedding, each checked through the server); then every cell runs again: the line cells queue nothing new and
 the workshop cells skip what is trained. Session 2 (a new server and local disk, the same Drive) re-submits a passed
 image under another name and QC flags it as a duplicate of session 1's.
@@ -221,12 +221,13 @@ def test_workshop_trains_each_model_and_checks_it_through_the_server(sessions):
         assert len(lines) == len(list((ws / name).glob("*.png"))) and all("embedding" in x for x in lines), lines
     rows = [json.loads(x) for x in (ws / "adapter_data" / "dataset.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and all(r["image_embedding_path"] and r["output_text"] for r in rows), rows
-    # the adapter: QLoRA on the CPU, and the cell says so
+    # the adapter: without a GPU the cell picks LoRA on the fp32 model over NF4 (QLoRA on the CPU: test_qlora_cpu.py)
     text = cell_output(nb, 'train("build_dataset", "whisperer"')
-    assert "on the CPU, quantization 4bit-nf4 (QLoRA through bitsandbytes' CPU kernels" in text, text
+    assert "no GPU: 4bit-nf4 would run through bitsandbytes' CPU kernels" in text, text
+    assert "adapter: embedded: SmolLM2-135M-Instruct on the CPU, quantization none, LoRA r4/alpha 8" in text, text
     config = read_adapter_config(drive / "models" / "rezcty_adapters" / "rezcty_whisperer")
-    assert config.training["steps"] == 2 and config.training["quantization"] == "4bit-nf4", config.training
-    assert config.training["quantized_linears"] > 0 and config.lora["r"] == 4 and config.projector, config
+    assert config.training["steps"] == 2 and config.training["quantization"] == "none", config.training
+    assert config.lora["r"] == 4 and config.lora["alpha"] == 8 and config.projector, config
     expanded = json.loads((ws / "checks" / "adapter" / "outputs.json").read_text())["outputs"]
     assert any(t.strip() for node in expanded.values() for t in node.get("text", [])), expanded
     # the two LoRAs and rezcty_genius, each with the steps and rank asked, each rendered through the server
