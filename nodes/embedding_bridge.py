@@ -45,10 +45,20 @@ def _blend(plain: list, bridged: list, weight: float) -> list:
     return out
 
 
+NONE = "none"
+
+
+def _default_embedding(embeddings: list[str]) -> str:
+    """rezcty_genius where it is installed, else the first embedding, else none."""
+    genius = [e for e in embeddings if e.rsplit("/", 1)[-1].split(".", 1)[0] == "rezcty_genius"]
+    return (genius or embeddings or [NONE])[0]
+
+
 class RezctyEmbeddingBridge(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         lo, hi = EMBEDDING_WEIGHT_RANGE
+        embeddings = folder_paths.get_filename_list("embeddings")
         return io.Schema(
             node_id="RezctyEmbeddingBridge",
             display_name="Embedding Bridge",
@@ -60,9 +70,10 @@ class RezctyEmbeddingBridge(io.ComfyNode):
                 io.String.Input("text", multiline=True, default="",
                                 tooltip="The prompt. Where it names the embedding's trigger, the embedding goes "
                                         "there; otherwise it is appended at the end."),
-                io.Combo.Input("embedding", options=folder_paths.get_filename_list("embeddings"),
+                io.Combo.Input("embedding", options=[NONE, *embeddings], default=_default_embedding(embeddings),
                                tooltip="Textual-inversion embedding from models/embeddings (A1111 .pt/.safetensors, "
-                                       "diffusers learned_embeds)."),
+                                       "diffusers learned_embeds), or none: the prompt encoded without one (a "
+                                       "line 2 before rezcty_genius is trained)."),
                 io.Float.Input("weight", default=0.3, min=0.0, max=2.0, step=0.01,
                                tooltip=f"Blend of the embedding into the encoded prompt; the brief's range is "
                                        f"{lo:g}–{hi:g}. 0 = exactly the prompt without it."),
@@ -76,6 +87,9 @@ class RezctyEmbeddingBridge(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, text, embedding, weight) -> io.NodeOutput:
+        if embedding == NONE:  # the plain prompt, as CLIPTextEncode would encode it
+            cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+            return io.NodeOutput(cond, text, ui=ui.PreviewText(f"no embedding (none)\nencoded: {text}"))
         path = folder_paths.get_full_path_or_raise("embeddings", embedding)
         emb = ti_embedding.load_ti_embedding(path, expected_width=clip_width(clip))
         if any(c.isspace() for c in embedding):

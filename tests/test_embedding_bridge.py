@@ -54,6 +54,8 @@ def test_schema_matches_contract(comfy, embeddings):
     assert req["weight"][1]["default"] == 0.3
     assert "0.2–0.4" in req["weight"][1]["tooltip"]
     assert embeddings["genius"] in str(req["embedding"])
+    options = req["embedding"][1]["options"] if req["embedding"][0] == "COMBO" else req["embedding"][0]
+    assert options[0] == "none" and req["embedding"][1].get("default") == embeddings["genius"]
     assert info["output"] == ["CONDITIONING", "STRING"]
 
 
@@ -82,6 +84,15 @@ def test_weight_zero_is_no_embedding_and_weight_0_3_changes_the_render(comfy, ti
     assert np.array_equal(full, native)
     # 0.3 is a gentler move than 1.0
     assert np.abs(full - plain).sum() > diff.sum()
+
+
+def test_none_encodes_the_plain_prompt(comfy, tiny_sd15, embeddings):
+    """A line 2 before rezcty_genius exists: `none` renders exactly what CLIPTextEncode renders."""
+    plain = pixels(comfy, comfy.run(sd15_graph(tiny_sd15, text=TEXT, prefix="emb_none_plain")))
+    res = comfy.run(bridge_graph(tiny_sd15, "emb_none", "none", 0.3))
+    assert np.array_equal(plain, pixels(comfy, res))
+    assert res.text("21") == [TEXT]
+    assert "no embedding (none)" in "\n".join(res.text("20"))
 
 
 def test_every_embedding_format_is_read(comfy, tiny_sd15, embeddings):
