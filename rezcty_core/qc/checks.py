@@ -477,14 +477,18 @@ def measure_with_profile(rgb: np.ndarray, profile: dict) -> dict[str, Any]:
     opts = profile.get("measure", {})
     seen: dict[str, Any] = {}
 
+    arr = np.asarray(rgb)
+    # the detectors (onnxruntime, LiteRT: the GIL released) run beside the technical checks on a large image, the
+    # text detector then on one intra-op thread (measured on 2 cores: 1.06 s vs 1.18 s with 2, 1.39 s one after
+    # the other; bench/RESULTS.md)
+    beside = MEASURE_THREADS > 1 and arr.ndim >= 2 and arr.shape[0] * arr.shape[1] >= 250_000
+
     def detectors() -> None:
-        _text.add_measurements(seen, rgb, profile)  # text/watermarks (rezcty_core/qc/text.py); may add checks_not_run
+        # text/watermarks (rezcty_core/qc/text.py); may add checks_not_run
+        _text.add_measurements(seen, rgb, profile, threads=1 if beside else None)
         _people.add_measurements(seen, rgb, profile)  # faces, hands (rezcty_core/qc/people.py): flags, never a reason
 
-    arr = np.asarray(rgb)
-    # the detectors (onnxruntime, LiteRT: the GIL released) run beside the technical checks on a large image
-    side = (_pool().submit(detectors) if MEASURE_THREADS > 1 and arr.ndim >= 2 and arr.shape[0] * arr.shape[1] >= 250_000
-            else None)
+    side = _pool().submit(detectors) if beside else None
     if side is None:
         detectors()
     m = measure(rgb, min_pixels=int(opts.get("min_pixels", 4_000_000)),

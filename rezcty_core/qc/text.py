@@ -71,11 +71,12 @@ _SESSIONS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
-def _session(member: str, override: str | None = None) -> Any:
+def _session(member: str, override: str | None = None, threads: int = 2) -> Any:
     """A cached onnxruntime session for one model file (TextCheckUnavailable when it cannot be loaded);
-    `override` is a profile's own model file (`text.det_model` / `text.rec_model`) instead of the embedded one."""
+    `override` is a profile's own model file (`text.det_model` / `text.rec_model`) instead of the embedded one;
+    `threads` its intra-op threads (1 while the technical checks run beside it: 2 would oversubscribe 2 cores)."""
     path = Path(override).expanduser() if override else model_path(member)
-    key = str(path)
+    key = f"{path}#{threads}"
     with _LOCK:
         if key in _SESSIONS:
             return _SESSIONS[key]
@@ -87,7 +88,7 @@ def _session(member: str, override: str | None = None) -> Any:
 
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            opts.intra_op_num_threads = 2
+            opts.intra_op_num_threads = max(1, int(threads))
             sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise TextCheckUnavailable(f"text model {path} could not be loaded ({type(e).__name__}: "
@@ -221,11 +222,11 @@ def _crop_scaled(rgb: np.ndarray, box: dict, sy: float, sx: float) -> np.ndarray
                           "length": big["length"] * fk, "width": big["width"] * fk})
 
 
-def recognise(crops: list[np.ndarray], model: str | None = None) -> list[tuple[str, float]]:
+def recognise(crops: list[np.ndarray], model: str | None = None, threads: int = 2) -> list[tuple[str, float]]:
     """CTC greedy reading of each crop: (text, mean confidence of the characters kept)."""
     if not crops:
         return []
-    sess = _session(REC_MEMBER, model)
+    sess = _session(REC_MEMBER, model, threads)
     chars = _characters(sess)
     out = []
     for crop in crops:
@@ -250,7 +251,8 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
     h, w = rgb.shape[:2]
     empty: dict[str, Any] = {"text_boxes": 0, "text_area_pct": 0.0, "text_largest_pct": 0.0, "text_score_mean": None,
                              "text_score_max": 0.0, "text_candidates": 0}
-    sess = _session(DET_MEMBER, opts.get("det_model"))  # raises TextCheckUnavailable first, whatever the image
+    threads = int(opts.get("threads", 2))
+    sess = _session(DET_MEMBER, opts.get("det_model"), threads)  # raises TextCheckUnavailable first, whatever the image
     if min(h, w) < 8:  # nothing legible fits
         return {**empty, "text_box_list": []}
     small = _detector_copy(rgb, int(opts["max_side"]))
@@ -263,7 +265,7 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
             order = sorted(range(len(boxes)), key=lambda i: -boxes[i]["length"] * boxes[i]["width"])
             order = order[: int(opts["rec_max_boxes"])]
             crops = [_crop_scaled(rgb, boxes[i], sy, sx) for i in order]
-            for i, (text, conf) in zip(order, recognise(crops, opts.get("rec_model"))):
+            for i, (text, conf) in zip(order, recognise(crops, opts.get("rec_model"), threads)):
                 boxes[i]["text"], boxes[i]["rec_conf"] = text, conf
             rec_conf = True
         except TextCheckUnavailable as e:
@@ -313,8 +315,9 @@ def profile_options(profile: dict) -> dict | None:
     return {**DEFAULTS, **section}
 
 
-def add_measurements(m: dict, rgb: np.ndarray, profile: dict) -> None:
-    """Run the text check per the profile and put its measurements in `m` (in place).
+def add_measurements(m: dict, rgb: np.ndarray, profile: dict, threads: int | None = None) -> None:
+    """Run the text check per the profile and put its measurements in `m` (in place); `threads`: the
+    detector's intra-op threads (default 2; `checks.measure_with_profile` gives 1 while it runs beside the rest).
 
     When the detector cannot run, `m["checks_not_run"]` gets {"check": "text", "reason": ...} and no
     `text_*` value is set, so the profile's `text` check is skipped while the other checks still decide.
@@ -323,6 +326,8 @@ def add_measurements(m: dict, rgb: np.ndarray, profile: dict) -> None:
     if opts is None:
         m["text_check"] = "disabled by the profile (intended text allowed)"
         return
+    if threads is not None:
+        opts = {**opts, "threads": threads}
     try:
         m.update(detect_text(rgb, opts))
     except TextCheckUnavailable as e:
