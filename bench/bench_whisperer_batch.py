@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         llm = load_llm(name)
         print(f"{llm!r}: {len(ideas)} ideas, max_new_tokens {args.tokens}")
         throughput(llm, ideas, args.tokens, sizes)
-        constrained_figures(llm, args.json_replies)
+        if args.json_replies > 0:
+            constrained_figures(llm, args.json_replies)
         llm.unload()
     print(f"load average after: {os.getloadavg()}")
     return 0
