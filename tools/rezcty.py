@@ -192,6 +192,9 @@ def ensure_embedded() -> None:
 
 
 def ensure_setup() -> None:
+    if os.environ.get("REZCTY_SKIP_SETUP") == "1":
+        # development worktrees that share one prepared .venv/.comfyui (docs/CONVENTIONS.md)
+        return
     t0 = time.time()
     HOME.mkdir(exist_ok=True)
     ensure_venv()
