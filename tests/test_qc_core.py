@@ -312,3 +312,35 @@ def test_motion_blur_is_caught_per_edge_orientation(small_profile):
     for name in ("camera.png", "chelsea.png", "coffee.png"):  # sharp real photos
         m = measure_with_profile(skimage_photo(name), small_profile)
         assert m["motion_blur_px"] < small_profile["checks"]["motion_blur"]["max"], name
+
+
+# -- layout ------------------------------------------------------------------------------------
+
+def test_qc_modules_import_one_way_and_never_the_fixtures():
+    """No import cycle among rezcty_core/qc's modules (imports inside functions count), none of them imports the
+    test fixtures (the procedural images live in tests/fixtures), and no module outgrows 450 lines."""
+    import ast
+    from pathlib import Path
+
+    root = Path(brisque.__file__).parent
+    mods = {p.stem for p in root.glob("*.py")} - {"__init__"}
+    deps: dict[str, set[str]] = {}
+    for m in mods:
+        text = (root / f"{m}.py").read_text(encoding="utf-8")
+        assert len(text.splitlines()) <= 450, f"rezcty_core/qc/{m}.py has over 450 lines: split it by concern"
+        deps[m] = set()
+        for node in ast.walk(ast.parse(text)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) and node.module else []
+            for name in names:
+                assert not name.startswith(("fixtures", "tests")), f"rezcty_core/qc/{m}.py imports {name}"
+                parts = name.split(".")
+                deps[m] |= {p for p in parts[2:3] if parts[:2] == ["rezcty_core", "qc"] and p in mods}
+
+    def reach(m: str, seen: tuple[str, ...]) -> None:
+        for d in deps[m]:
+            assert d not in seen, f"import cycle: {' -> '.join((*seen, d))}"
+            reach(d, (*seen, d))
+
+    for m in sorted(mods):
+        reach(m, (m,))
