@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_qc_calibration.py [--clean N] [--big N] [--no-speed]
     ./rezcty bench qc
 
-Calibration: N procedural clean renders (rezcty_core.qc.synth, 1024x768) are judged with the
+Calibration: N procedural clean renders (tests/fixtures/qc_synth.py, 1024x768) are judged with the
 `adobe_stock` profile (resolution checked separately, see below); then each defect of
 qc_synth.DEFECTS is injected at every strength a reviewer would reject (and at borderline and mild
 strengths, reported without a target), and we report the share
@@ -28,22 +28,24 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # tests/fixtures: the procedural QC images
 os.environ.setdefault("REZCTY_EMBEDDED_DIR", str(REPO / ".comfyui" / "embedded"))
 
 import numpy as np  # noqa: E402
+from fixtures import qc_synth  # noqa: E402
 
-from rezcty_core.qc import checks as qc  # noqa: E402
-from rezcty_core.qc import synth as qc_synth  # noqa: E402
+from rezcty_core.qc.measure import MEASURE_THREADS, measure, measure_with_profile  # noqa: E402
+from rezcty_core.qc.profiles import load_profile  # noqa: E402
+from rezcty_core.qc.verdict import failed_checks, unique_codes  # noqa: E402
 
 
 def judge(rgb: np.ndarray, profile: dict) -> list[str]:
-    m = qc.measure_with_profile(rgb, profile)
-    return qc.unique_codes(qc.failed_checks(m, profile))
+    m = measure_with_profile(rgb, profile)
+    return unique_codes(failed_checks(m, profile))
 
 
 def calibrate(n_clean: int, n_big: int) -> bool:
-    profile = qc.load_profile("adobe_stock")
+    profile = load_profile("adobe_stock")
     small_profile = copy.deepcopy(profile)
     small_profile["checks"]["resolution_min"]["enabled"] = False
     defect_profile = copy.deepcopy(small_profile)
@@ -101,7 +103,7 @@ def real_photos() -> None:
         return
     from PIL import Image
 
-    profile = qc.load_profile("adobe_stock")
+    profile = load_profile("adobe_stock")
     profile["checks"]["resolution_min"]["enabled"] = False
     folder = Path(skimage.__file__).parent / "data"
     print("real photos (scikit-image data, resolution check off):")
@@ -110,8 +112,8 @@ def real_photos() -> None:
             continue
         with Image.open(folder / name) as im:
             rgb = np.asarray(im.convert("RGB"))
-        m = qc.measure_with_profile(rgb, profile)
-        verdict = qc.unique_codes(qc.failed_checks(m, profile)) or "pass"
+        m = measure_with_profile(rgb, profile)
+        verdict = unique_codes(failed_checks(m, profile)) or "pass"
         print(f"  {name:<22} {rgb.shape[1]}x{rgb.shape[0]:<5} {verdict}  (blur {m['blur_sigma_px']}, noise "
               f"{m['noise_sigma']}, JPEG q {m['jpeg_quality']}, blockiness {m['jpeg_blockiness']})")
 
@@ -138,16 +140,16 @@ def package_brisque_score(rgb: np.ndarray) -> float:
 def speed() -> None:
     from rezcty_core.qc import brisque
 
-    profile = qc.load_profile("adobe_stock")
+    profile = load_profile("adobe_stock")
     img = qc_synth.clean_image(7, 2048, 2048)
-    qc.measure_with_profile(img, profile)  # warm-up (model file, caches, thread pool)
-    timings: dict[int, list[float]] = {1: [], qc.MEASURE_THREADS: []}
+    measure_with_profile(img, profile)  # warm-up (model file, caches, thread pool)
+    timings: dict[int, list[float]] = {1: [], MEASURE_THREADS: []}
     for _ in range(3):
         for threads in timings:
             t = time.perf_counter()
-            qc.measure(img, threads=threads)
+            measure(img, threads=threads)
             timings[threads].append(time.perf_counter() - t)
-    ours = timings[qc.MEASURE_THREADS]
+    ours = timings[MEASURE_THREADS]
     try:
         t = time.perf_counter()
         ref = package_brisque_score(img)
@@ -162,7 +164,7 @@ def speed() -> None:
     ours_full = time.perf_counter() - t
     med = statistics.median(ours)
     print(f"speed, 2048x2048 (4.19 MP), {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}:")
-    print(f"  all technical checks (rezcty_core.qc.checks.measure, {qc.MEASURE_THREADS} threads): median {med:.3f} s of 3 "
+    print(f"  all technical checks (rezcty_core.qc.measure.measure, {MEASURE_THREADS} threads): median {med:.3f} s of 3 "
           f"(target <= 1 s on 2 cores); one thread: median {statistics.median(timings[1]):.3f} s")
     print(f"  rezcty BRISQUE alone at full resolution:       {ours_full:.3f} s, score {full:.3f}")
     if pkg is not None:

@@ -5,7 +5,7 @@ to the server, then x4 in the same run by
   * `UpscaleModelLoader(RealESRGAN_x4plus.safetensors)` -> `ImageUpscaleWithModel` (core nodes, the
     embedded model; ComfyUI tiles at 512 px with 32 px overlap), and
   * core `ImageScaleBy(lanczos, 4)`, the plain baseline.
-Figures: the share of photos that pass QC's blur check (`rezcty_core.qc.checks`, profile `adobe_stock`)
+Figures: the share of photos that pass QC's blur check (`rezcty_core.qc.sharpness`, profile `adobe_stock`)
 among those whose original passes (target for Real-ESRGAN: >= 95 %), seconds of the upscale node per
 512x512 -> 2048x2048 as a ratio to Lanczos (from the server's own `executing` events, so PNG saving is
 not counted), and the server's peak resident memory during each upscale above its level before.
@@ -34,7 +34,9 @@ sys.path.insert(0, str(REPO))
 from comfy_server import ComfyProcess  # noqa: E402
 
 from rezcty_core.factory.api import ComfyClient  # noqa: E402
-from rezcty_core.qc import checks  # noqa: E402
+from rezcty_core.qc.measure import measure  # noqa: E402
+from rezcty_core.qc.profiles import load_profile  # noqa: E402
+from rezcty_core.qc.verdict import failed_checks  # noqa: E402
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "rocket", "retina"]
 MODEL = "RealESRGAN_x4plus.safetensors"
@@ -121,8 +123,8 @@ def run_timed(client: ComfyClient, g: dict, out: Path) -> tuple[Path, float]:
 
 
 def blur_of(rgb: np.ndarray, profile: dict) -> tuple[float | None, bool]:
-    m = checks.measure(rgb, min_pixels=1)
-    failed = [f for f in checks.failed_checks(m, profile) if f["check"] == "blur"]
+    m = measure(rgb, min_pixels=1)
+    failed = [f for f in failed_checks(m, profile) if f["check"] == "blur"]
     return m.get("blur_sigma_px"), not failed
 
 
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", default=",".join(PHOTOS), help="scikit-image photo names, comma-separated")
     args = ap.parse_args(argv)
     names = [n for n in args.photos.split(",") if n]
-    profile = checks.load_profile("adobe_stock")
+    profile = load_profile("adobe_stock")
     limit = profile["checks"]["blur"]["max"]
     load_before = os.getloadavg()
     t0 = time.perf_counter()

@@ -61,9 +61,9 @@ def throughput(llm, ideas: list[str], tokens: int, sizes: list[int]) -> None:
 
 
 def constrained_figures(llm, n: int) -> None:
-    from rezcty_core.llm.constrained import judge_verdict_schema
     from rezcty_core.llm.templates import build_messages
-    from rezcty_core.qc.checks import REASON_CODES, validate_llm_verdict
+    from rezcty_core.qc.judge import judge_verdict_schema, validate_llm_verdict
+    from rezcty_core.qc.verdict import REASON_CODES
 
     messages = build_messages("judge", "Measurements: width 640, height 480, blur_sigma_px 0.6. "
                                        "Technical checks failed: none.", False)

@@ -6,7 +6,7 @@
 Upsampled (`upsample_detail_db` against the adobe_stock profile's limit): real photos from scikit-image
 (native, JPEG q90 / q75), their Lanczos x2 and x4 enlargements (x4 from a 256 px copy, as an SD render would
 be, and of the full photo), bicubic x4, Lanczos x4 saved as JPEG q90, scikit-image's other images and
-scikit-learn's two photos (reported apart), the procedural clean renders (rezcty_core.qc.synth) and their
+scikit-learn's two photos (reported apart), the procedural clean renders (tests/fixtures/qc_synth.py) and their
 Lanczos x4 from 256 px and x2, and Real-ESRGAN x4plus (the embedded model, spandrel) outputs of 96 px crops, cached
 under .comfyui/cache/qc_esrgan/ (`--esrgan N` makes up to N missing ones; ~3 min each on 2 busy cores).
 Targets: >= 95 % of Lanczos x4 flagged, <= 5 % of native photos, clean renders and Real-ESRGAN outputs; the
@@ -28,17 +28,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # tests/fixtures: the procedural QC images
 os.environ.setdefault("REZCTY_EMBEDDED_DIR", str(REPO / ".comfyui" / "embedded"))
 
 import numpy as np  # noqa: E402
+from fixtures import qc_synth  # noqa: E402
+from fixtures.qc_synth import enlarge  # noqa: E402
+from fixtures.qc_synth import jpeg_roundtrip as jpeg  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from rezcty_core.qc import checks as qc  # noqa: E402
 from rezcty_core.qc import people, upsampling  # noqa: E402
-from rezcty_core.qc import synth as qc_synth  # noqa: E402
-from rezcty_core.qc.synth import enlarge  # noqa: E402
-from rezcty_core.qc.synth import jpeg_roundtrip as jpeg  # noqa: E402
+from rezcty_core.qc.profiles import load_profile  # noqa: E402
 
 PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
           "gravel.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg")
@@ -98,7 +98,7 @@ def esrgan_outputs(make: int) -> list[tuple[str, np.ndarray]]:
 
 
 def upsampled_calibration(n_synth: int, esrgan_make: int) -> bool:
-    profile = qc.load_profile("adobe_stock")
+    profile = load_profile("adobe_stock")
     limit = float(profile["checks"]["upsampled"]["min"])
     groups: dict[str, list[tuple[str, float | None]]] = {}
 

@@ -2,13 +2,13 @@
 
     .venv/bin/python bench/qc_text_calibration.py [--renders N] [--photos N] [--clean N] [--no-speed | --speed-only]
 
-* Overlays (rezcty_core.qc.synth_text): `centre` text, a `corner` logo-like mark and a `tiled` watermark at
+* Overlays (tests/fixtures/qc_synth_text.py): `centre` text, a `corner` logo-like mark and a `tiled` watermark at
   25 / 50 / 100 % opacity and text heights 3 / 6 / 10 % of the frame, on clean procedural renders
-  (rezcty_core.qc.synth, 1024x768) and on real photographs bundled with scikit-image. Detected = the profile's
+  (tests/fixtures/qc_synth.py, 1024x768) and on real photographs bundled with scikit-image. Detected = the profile's
   `text` check fails. Target: >= 95 % at >= 50 % opacity (25 % reported, no target).
 * Real text: what scikit-image's `text` image gets (boxes, words read).
 * False positives: the `text` check on clean renders and on the clean real photos. Target <= 2 %.
-* Speed: every check (rezcty_core.qc.checks.measure_with_profile, text included) on one 4 MP render, and the
+* Speed: every check (rezcty_core.qc.measure.measure_with_profile, text included) on one 4 MP render, and the
   text check alone, against rapidocr's own full pipeline (det + cls + rec) on the same image. rapidocr is no
   dependency: it runs in a scratch venv named by $REZCTY_RAPIDOCR_PYTHON (e.g. `python3 -m venv /tmp/ocr &&
   /tmp/ocr/bin/pip install rapidocr-onnxruntime==1.4.4`), else that ratio is skipped with the reason.
@@ -26,15 +26,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # tests/fixtures: the procedural QC images
 os.environ.setdefault("REZCTY_EMBEDDED_DIR", str(REPO / ".comfyui" / "embedded"))
 
 import numpy as np  # noqa: E402
+from fixtures import qc_synth  # noqa: E402
+from fixtures import qc_synth_text as synth_text  # noqa: E402
 
-from rezcty_core.qc import checks as qc  # noqa: E402
-from rezcty_core.qc import synth as qc_synth  # noqa: E402
-from rezcty_core.qc import synth_text  # noqa: E402
 from rezcty_core.qc import text as qc_text  # noqa: E402
+from rezcty_core.qc.measure import measure_with_profile  # noqa: E402
+from rezcty_core.qc.profiles import load_profile  # noqa: E402
+from rezcty_core.qc.verdict import failed_checks  # noqa: E402
 
 OPACITIES = (0.25, 0.5, 1.0)
 HEIGHTS = (3.0, 6.0, 10.0)
@@ -62,12 +64,12 @@ def _photo(name: str) -> np.ndarray | None:
 
 def _flagged(rgb: np.ndarray, profile: dict) -> tuple[bool, dict]:
     m = qc_text.detect_text(rgb, qc_text.profile_options(profile))
-    failed = qc.failed_checks(m, {"checks": {"text": profile["checks"]["text"]}})
+    failed = failed_checks(m, {"checks": {"text": profile["checks"]["text"]}})
     return bool(failed), m
 
 
 def calibrate_text(n_renders: int = 6, n_photos: int = 6, n_clean: int = 40) -> bool:
-    profile = qc.load_profile("adobe_stock")
+    profile = load_profile("adobe_stock")
     t0 = time.time()
     ok = True
     # false positives
@@ -164,20 +166,20 @@ def rapidocr_time(rgb: np.ndarray) -> tuple[float | None, str]:
 
 
 def speed_text() -> None:
-    profile = qc.load_profile("adobe_stock")
+    profile = load_profile("adobe_stock")
     no_text = copy.deepcopy(profile)
     no_text["text"]["enabled"] = False
     img = synth_text.watermark(qc_synth.clean_image(7, 2048, 2048), "centre", 0.5, 5, seed=0)
     load0 = os.getloadavg()[0]
-    qc.measure_with_profile(img, profile)  # warm-up: sessions, caches
+    measure_with_profile(img, profile)  # warm-up: sessions, caches
     opts = qc_text.profile_options(profile)
     t_all, t_rest, t_text = [], [], []
     for _ in range(3):
         t = time.perf_counter()
-        qc.measure_with_profile(img, profile)
+        measure_with_profile(img, profile)
         t_all.append(time.perf_counter() - t)
         t = time.perf_counter()
-        qc.measure_with_profile(img, no_text)
+        measure_with_profile(img, no_text)
         t_rest.append(time.perf_counter() - t)
         t = time.perf_counter()
         qc_text.detect_text(img, opts)

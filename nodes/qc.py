@@ -14,8 +14,9 @@ import torch
 from comfy_api.latest import io
 from comfy_execution.graph_utils import ExecutionBlocker
 
-from rezcty_core.qc import checks as qc
 from rezcty_core.qc import contact_sheet
+from rezcty_core.qc.batch import judge_batch
+from rezcty_core.qc.profiles import list_profiles, load_profile
 
 from .common import CATEGORY, EmbeddingType, LLMType, images_to_uint8
 
@@ -48,7 +49,7 @@ class RezctyQCJudge(io.ComfyNode):
                         f"(HTML + PNG) to output/{QC_FOLDER}/.",
             inputs=[
                 io.Image.Input("images", tooltip="The batch to judge (one report entry per image, in order)."),
-                io.Combo.Input("profile", options=qc.list_profiles(user_profile_dirs()), default="adobe_stock",
+                io.Combo.Input("profile", options=list_profiles(user_profile_dirs()), default="adobe_stock",
                                tooltip="Thresholds, each with its reason. Copy rezcty_core/data/qc_profiles/"
                                        "adobe_stock.json to <ComfyUI user dir>/rezcty/qc_profiles/NAME.json "
                                        "(or a folder in $REZCTY_QC_PROFILES) to add your own."),
@@ -70,13 +71,13 @@ class RezctyQCJudge(io.ComfyNode):
 
     @classmethod
     def execute(cls, images: torch.Tensor, profile: str, llm=None, image_embedding=None) -> io.NodeOutput:
-        prof = qc.load_profile(profile, user_profile_dirs())
+        prof = load_profile(profile, user_profile_dirs())
         frames = images_to_uint8(images)
         out_dir = os.path.join(folder_paths.get_output_directory(), QC_FOLDER)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         try:
-            entries = qc.judge_batch(frames, prof, embeddings=image_embedding, llm=llm,
-                                     history_path=os.path.join(out_dir, "history.jsonl"), run_label=stamp)
+            entries = judge_batch(frames, prof, embeddings=image_embedding, llm=llm,
+                                  history_path=os.path.join(out_dir, "history.jsonl"), run_label=stamp)
         finally:
             if llm is not None:
                 llm.release()

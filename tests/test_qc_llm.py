@@ -5,19 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from fixtures import qc_synth
 from fixtures.tiny_judge_llm import JUDGE_ANSWER, tiny_judge_llm_dir
 from fixtures.tiny_llm import tiny_llm_dir
 from PIL import Image
 
 from harness import link_model
 from rezcty_core.llm import model as core_llm
-from rezcty_core.qc import checks as qc
-from rezcty_core.qc import synth as qc_synth
+from rezcty_core.qc.batch import judge_batch
+from rezcty_core.qc.profiles import load_profile
 
 
 @pytest.fixture(scope="module")
 def small_profile():
-    p = qc.load_profile("adobe_stock")
+    p = load_profile("adobe_stock")
     p["checks"]["resolution_min"]["enabled"] = False
     return p
 
@@ -25,7 +26,7 @@ def small_profile():
 def test_core_valid_and_unparseable_replies(small_profile):
     clean = qc_synth.clean_image(300, 320, 240)
     judge = core_llm.load_llm(tiny_judge_llm_dir(), keep_loaded=False)
-    [entry] = qc.judge_batch([clean], small_profile, llm=judge)
+    [entry] = judge_batch([clean], small_profile, llm=judge)
     assert entry["llm"]["valid"] and entry["llm"]["verdict"] == JUDGE_ANSWER["verdict"]
     assert entry["llm"]["reasons"] == [] and entry["llm"]["saw_image"] is False
     assert entry["llm"]["score"] == 20.0  # a reject without a score counts 20
@@ -34,7 +35,7 @@ def test_core_valid_and_unparseable_replies(small_profile):
     assert entry["score"] == pytest.approx(0.5 * entry["technical_score"] + 0.5 * 20.0, abs=0.01)
 
     random_llm = core_llm.load_llm(tiny_llm_dir(), keep_loaded=False)
-    [entry] = qc.judge_batch([qc_synth.clean_image(301, 320, 240)], small_profile, llm=random_llm)
+    [entry] = judge_batch([qc_synth.clean_image(301, 320, 240)], small_profile, llm=random_llm)
     # schema-constrained decoding: even the random untrained model answers a valid verdict on the first attempt
     assert entry["llm"]["valid"] is True and entry["llm"]["attempts"] == 1
     assert entry["llm"]["verdict"] in ("pass", "reject")

@@ -5,9 +5,8 @@ import json
 
 import numpy as np
 import pytest
+from fixtures import qc_synth
 from PIL import Image
-
-from rezcty_core.qc import synth as qc_synth
 
 SMALL_PROFILE = "qc_test_small"  # adobe_stock with a 0.2 MP minimum, written as a user profile
 

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 from image_samples import skimage_photo
 
-from rezcty_core.qc import checks as qc
 from rezcty_core.qc import contact_sheet, people
+from rezcty_core.qc.batch import judge_batch
+from rezcty_core.qc.profiles import load_profile
 from rezcty_core.stock.metadata import qc_people_hint
 
 
 @pytest.fixture(scope="module")
 def small_profile():
-    p = copy.deepcopy(qc.load_profile("adobe_stock"))
+    p = copy.deepcopy(load_profile("adobe_stock"))
     p["checks"]["resolution_min"]["enabled"] = False
     return p
 
@@ -31,7 +32,7 @@ def test_astronaut_has_a_face_and_a_landscape_has_none():
 
 def test_batch_flags_people_never_rejects_for_it_and_gives_the_metadata_hint(small_profile, tmp_path):
     astronaut, rocket = skimage_photo("astronaut.png"), skimage_photo("rocket.jpg")
-    entries = qc.judge_batch([astronaut, rocket], small_profile)
+    entries = judge_batch([astronaut, rocket], small_profile)
     assert "people" in entries[0]["flags"] and "people" not in entries[1]["flags"]
     assert not {"people", "hands"} & set(entries[0]["reasons"])
     assert entries[0]["people_regions"][0]["kind"] == "face" and "face_boxes" not in entries[0]["measurements"]

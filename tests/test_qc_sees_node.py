@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from fixtures import qc_synth
+from fixtures import qc_synth_text as synth_text
 from image_samples import skimage_photo
 from PIL import Image
-
-from rezcty_core.qc import synth as qc_synth
-from rezcty_core.qc import synth_text
 
 PROFILE = "qc_sees_small"  # adobe_stock with a 0.2 MP minimum (the photos are ~0.25 MP), a user profile
 

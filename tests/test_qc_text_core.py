@@ -5,16 +5,20 @@ import copy
 
 import numpy as np
 import pytest
+from fixtures import qc_synth
+from fixtures import qc_synth_text as synth_text
 
-from rezcty_core.qc import checks as qc
-from rezcty_core.qc import contact_sheet, synth_text
-from rezcty_core.qc import synth as qc_synth
+from rezcty_core.qc import contact_sheet
 from rezcty_core.qc import text as qc_text
+from rezcty_core.qc.batch import judge_batch
+from rezcty_core.qc.measure import measure, measure_with_profile
+from rezcty_core.qc.profiles import load_profile
+from rezcty_core.qc.verdict import REASON_CODES, failed_checks, unique_codes
 
 
 @pytest.fixture(scope="module")
 def profile():
-    return qc.load_profile("adobe_stock")
+    return load_profile("adobe_stock")
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +53,17 @@ def test_oriented_box_follows_rotated_text():
 
 
 def test_clean_render_has_no_text(render, profile):
-    m = qc.measure_with_profile(render, profile)
+    m = measure_with_profile(render, profile)
     assert m["text_boxes"] == 0 and m["text_area_pct"] == 0.0
-    assert "text" not in qc.unique_codes(qc.failed_checks(m, profile))
+    assert "text" not in unique_codes(failed_checks(m, profile))
 
 
 @pytest.mark.parametrize("kind", synth_text.KINDS)
 def test_watermark_is_found_read_and_rejected(render, profile, kind):
     img = synth_text.watermark(render, kind, opacity=0.5, height_pct=6, seed=3)
-    m = qc.measure_with_profile(img, profile)
-    failed = qc.failed_checks(m, profile)
-    assert "text" in qc.unique_codes(failed), {k: v for k, v in m.items() if k.startswith("text")}
+    m = measure_with_profile(img, profile)
+    failed = failed_checks(m, profile)
+    assert "text" in unique_codes(failed), {k: v for k, v in m.items() if k.startswith("text")}
     assert m["text_boxes"] >= 1 and m["text_area_pct"] > 0.3 and m["text_score_max"] >= 0.6
     assert m["text_rec_conf_max"] >= 0.7
     words = " ".join(m["text_words"]).upper()
@@ -75,9 +79,9 @@ def test_profile_can_allow_intended_text(render, profile):
     img = synth_text.watermark(render, "centre", opacity=1.0, height_pct=8, seed=1)
     allow = copy.deepcopy(profile)
     allow["text"]["enabled"] = False
-    m = qc.measure_with_profile(img, allow)
+    m = measure_with_profile(img, allow)
     assert "text_boxes" not in m and "disabled" in m["text_check"]
-    assert "text" not in qc.unique_codes(qc.failed_checks(m, allow))
+    assert "text" not in unique_codes(failed_checks(m, allow))
 
 
 def test_missing_and_corrupt_model_reported_other_checks_decide(tmp_path, render, profile):
@@ -88,7 +92,7 @@ def test_missing_and_corrupt_model_reported_other_checks_decide(tmp_path, render
         prof = copy.deepcopy(profile)
         prof["checks"]["resolution_min"]["enabled"] = False
         prof["text"]["det_model"] = str(model)
-        entries = qc.judge_batch([render, blurred], prof)
+        entries = judge_batch([render, blurred], prof)
         for e in entries:
             (miss,) = e["checks_not_run"]
             assert miss["check"] == "text" and words in miss["reason"] and str(model) in miss["reason"]
@@ -112,7 +116,7 @@ def test_huge_image_runs_on_a_bounded_copy():
 
 def test_contact_sheet_draws_the_boxes(tmp_path, render, profile):
     img = synth_text.watermark(render, "centre", 1.0, 8, seed=4)
-    entries = qc.judge_batch([img], profile)
+    entries = judge_batch([img], profile)
     assert entries[0]["text_regions"] and "text_box_list" not in entries[0]["measurements"]
     thumb = contact_sheet.thumbnail(img)
     drawn = np.asarray(qc_text.draw_regions(thumb, entries[0]["text_regions"], img.shape[:2])).astype(int)
@@ -123,7 +127,7 @@ def test_contact_sheet_draws_the_boxes(tmp_path, render, profile):
 
 
 def test_text_reason_code_is_known_and_documented():
-    assert "text" in qc.REASON_CODES
+    assert "text" in REASON_CODES
 
 
 def test_detectors_beside_the_technical_checks_give_the_same_numbers(profile):
@@ -132,8 +136,8 @@ def test_detectors_beside_the_technical_checks_give_the_same_numbers(profile):
     from rezcty_core.qc import people
 
     img = synth_text.watermark(qc_synth.clean_image(12, 800, 600), "corner", 1.0, 6, seed=4)
-    together = qc.measure_with_profile(img, profile)
-    alone = qc.measure(img, threads=1)
+    together = measure_with_profile(img, profile)
+    alone = measure(img, threads=1)
     qc_text.add_measurements(alone, img, profile)
     people.add_measurements(alone, img, profile)
     assert together == alone

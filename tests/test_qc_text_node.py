@@ -5,10 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from fixtures import qc_synth
+from fixtures import qc_synth_text as synth_text
 from PIL import Image
-
-from rezcty_core.qc import synth as qc_synth
-from rezcty_core.qc import synth_text
 
 PROFILES = {
     # adobe_stock with a 0.2 MP minimum (renders of 800x600 are judged on the rest)

@@ -5,27 +5,29 @@ import copy
 
 import numpy as np
 import pytest
+from fixtures import qc_synth
+from fixtures.qc_synth import enlarge
+from fixtures.qc_synth import jpeg_roundtrip as jpeg
 from image_samples import photo, skimage_photo
 from PIL import Image
 
-from rezcty_core.qc import checks as qc
-from rezcty_core.qc import synth as qc_synth
 from rezcty_core.qc import upsampling
-from rezcty_core.qc.synth import enlarge
-from rezcty_core.qc.synth import jpeg_roundtrip as jpeg
+from rezcty_core.qc.measure import measure
+from rezcty_core.qc.profiles import load_profile
+from rezcty_core.qc.verdict import failed_checks, unique_codes
 
 
 @pytest.fixture(scope="module")
 def small_profile():
-    p = copy.deepcopy(qc.load_profile("adobe_stock"))
+    p = copy.deepcopy(load_profile("adobe_stock"))
     p["checks"]["resolution_min"]["enabled"] = False
     return p
 
 
 def codes(rgb, prof, full=False):
     """Reason codes from the profile; the upscale measurement alone unless `full` (every technical check)."""
-    m = qc.measure(rgb) if full else upsampling.measure_upsampling(rgb)
-    return qc.unique_codes(qc.failed_checks(m, prof))
+    m = measure(rgb) if full else upsampling.measure_upsampling(rgb)
+    return unique_codes(failed_checks(m, prof))
 
 
 @pytest.mark.parametrize("name", ["astronaut.png", "coffee.png", "rocket.jpg"])

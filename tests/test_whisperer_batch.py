@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import qc_synth
 from fixtures.tiny_judge_llm import CACHE, _digest
 from fixtures.tiny_llm import tiny_llm_dir
 from PIL import Image
@@ -17,7 +18,6 @@ from rezcty_core.common.blocklists import load_blocklist
 from rezcty_core.llm import batching
 from rezcty_core.llm import model as core_llm
 from rezcty_core.llm import whisperer as w
-from rezcty_core.qc import synth as qc_synth
 
 SMOL = "embedded: SmolLM2-135M-Instruct"
 IDEAS = ["a red bicycle", "a lighthouse on a cliff", "sunrise over a mountain", "a cat in the rain", "a teapot",

@@ -370,7 +370,7 @@ def factory_rows(build: Build, runs: list[Path], emb_dir: Path, args: argparse.N
 # --- judge ------------------------------------------------------------------------------------
 
 def judge_rows(build: Build, runs: list[Path], emb_dir: Path, args: argparse.Namespace) -> None:
-    from rezcty_core.qc.checks import measurements_text
+    from rezcty_core.qc.judge import measurements_text
     from rezcty_core.stock.adobe_review import is_upload_csv, read_review, read_upload_csv
 
     review = read_verdict_file(build, args.review, read_review, "review")

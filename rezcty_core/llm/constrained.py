@@ -110,22 +110,6 @@ def generate_json_constrained(llm: Any, messages: list[dict], schema: dict,
 
 # --- the schemas of the replies that must parse ------------------------------------------------
 
-def judge_verdict_schema(reason_codes: list[str] | tuple[str, ...]) -> dict:
-    """The QC judge's verdict: pass/reject, optionally a 0-100 score and reason codes from the list.
-
-    Short by construction (at most ~40 tokens), so it always closes within the token budget."""
-    return {
-        "type": "object",
-        "properties": {
-            "verdict": {"type": "string", "enum": ["pass", "reject"]},
-            "score": {"type": "integer", "minimum": 0, "maximum": 100},
-            "reasons": {"type": "array", "items": {"type": "string", "enum": list(reason_codes)}, "maxItems": 4},
-        },
-        "required": ["verdict"],
-        "additionalProperties": False,
-    }
-
-
 _WORDS = "[A-Za-z0-9][A-Za-z0-9 _'&-]"
 _TEXT = "[A-Za-z0-9][A-Za-z0-9 _'&,.-]"
 

@@ -1,4 +1,5 @@
-"""Quality control: technical measurements and verdicts, BRISQUE, duplicates, the contact sheet, synthetic calibration images.
+"""Quality control: profiles, per-image measurements, the verdict, the LLM judge, duplicates, the contact sheet.
 
-Entry points: `checks.judge_batch()`, `checks.measure()`, `dedup.DuplicateIndex`, `contact_sheet.write_contact_sheet()`.
+Entry points: `batch.judge_batch()`, `measure.measure()`, `profiles.load_profile()`, `dedup.DuplicateIndex`,
+`contact_sheet.write_contact_sheet()`.
 """

@@ -14,6 +14,7 @@ AGGD shape function instead of a root search, and defined results on flat or tin
 """
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass
 from functools import lru_cache
@@ -188,3 +189,14 @@ def brisque_features(rgb: np.ndarray) -> np.ndarray:
 def brisque_score(rgb: np.ndarray, model: BrisqueModel | None = None) -> float:
     """BRISQUE score (lower is better, about 0-100) with the embedded model unless one is given."""
     return (model or load_model()).predict(brisque_features(rgb))
+
+
+def measure_brisque(rgb: np.ndarray, max_megapixels: float = 0.5) -> dict:
+    h, w = rgb.shape[:2]
+    factor = max(1, math.ceil(math.sqrt(h * w / (max_megapixels * 1e6))))
+    small = rgb
+    if factor > 1:  # box-average factor x factor pixels (PIL's reduce: C speed, no float copy of the frame)
+        from PIL import Image
+
+        small = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).reduce(factor))
+    return {"brisque": round(brisque_score(small), 2)}

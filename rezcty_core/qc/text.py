@@ -317,7 +317,7 @@ def profile_options(profile: dict) -> dict | None:
 
 def add_measurements(m: dict, rgb: np.ndarray, profile: dict, threads: int | None = None) -> None:
     """Run the text check per the profile and put its measurements in `m` (in place); `threads`: the
-    detector's intra-op threads (default 2; `checks.measure_with_profile` gives 1 while it runs beside the rest).
+    detector's intra-op threads (default 2; `measure.measure_with_profile` gives 1 while it runs beside the rest).
 
     When the detector cannot run, `m["checks_not_run"]` gets {"check": "text", "reason": ...} and no
     `text_*` value is set, so the profile's `text` check is skipped while the other checks still decide.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Adobe's wording (lower case, any part of the reason) -> reason code. Codes beyond the QC's own
-# (REASON_CODES in rezcty_core/qc/checks.py) are reviewer-only: the judge learns them from Adobe.
+# (REASON_CODES in rezcty_core/qc/verdict.py) are reviewer-only: the judge learns them from Adobe.
 ADOBE_REASONS: tuple[tuple[str, str], ...] = (
     ("out of focus", "blurry"), ("focus", "blurry"), ("blur", "blurry"), ("soft", "blurry"),
     ("camera shake", "blurry"), ("noise", "noisy"), ("grain", "noisy"),
