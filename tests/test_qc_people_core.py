@@ -9,7 +9,7 @@ from image_samples import skimage_photo
 
 from rezcty_core.qc import checks as qc
 from rezcty_core.qc import contact_sheet, people
-from rezcty_core.stock.metadata import qc_people_hint
+from rezcty_core.stock.qc_report import qc_people_hint
 
 
 @pytest.fixture(scope="module")
