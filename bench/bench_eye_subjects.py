@@ -91,7 +91,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from rezcty_core.eye.dinov2 import load_embedding
+    from rezcty_core.eye.embedding import load_embedding
     from rezcty_core.llm.text_metrics import corpus_scores
 
     load_before = os.getloadavg()

@@ -1,6 +1,6 @@
 """Time to write one 4 MP stock image with metadata, against a plain PIL JPEG save of the same pixels.
 
-The measured path is `rezcty_core.stock.metadata.write_batch` for one image: metadata from the prompt
+The measured path is `rezcty_core.stock.writer.write_batch` for one image: metadata from the prompt
 (deterministic path), JPEG quality 95 with the sRGB profile, XMP + IPTC via pyexiv2, the JSON
 sidecar and one locked CSV append. The baseline is `Image.save(quality=95)` alone.
 """
@@ -17,9 +17,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rezcty_core.stock import (
-    metadata,
-    xmp_iptc,  # noqa: E402
+from rezcty_core.stock import (  # noqa: E402
+    rules,
+    writer,
+    xmp_iptc,
 )
 
 PROMPT = ("masterpiece, (a lone lighthouse on a rocky cliff:1.2) above a stormy sea at dusk, crashing waves, "
@@ -51,9 +52,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         baseline = timed(lambda i: Image.fromarray(pixels).save(root / f"plain_{i}.jpg", quality=95))
-        metadata.build_metadata(PROMPT, pixels)  # warm caches (blocklists, YAKE, ICC profile)
-        build = timed(lambda i: metadata.build_metadata(PROMPT, pixels))
-        meta = metadata.build_metadata(PROMPT, pixels)
+        rules.build_metadata(PROMPT, pixels)  # warm caches (blocklists, YAKE, ICC profile)
+        build = timed(lambda i: rules.build_metadata(PROMPT, pixels))
+        meta = rules.build_metadata(PROMPT, pixels)
 
         def save_and_embed(i: int) -> None:
             path = root / f"embed_{i}.jpg"
@@ -61,8 +62,8 @@ def main() -> int:
             xmp_iptc.embed_metadata(path, meta.title, meta.description, meta.keywords, {"prompt": PROMPT})
 
         embed = timed(save_and_embed)
-        opts = metadata.WriteOptions(filename_prefix="stock/", csv_name="bench.csv")
-        full = timed(lambda i: metadata.write_batch([pixels], PROMPT, root, opts))
+        opts = writer.WriteOptions(filename_prefix="stock/", csv_name="bench.csv")
+        full = timed(lambda i: writer.write_batch([pixels], PROMPT, root, opts))
         size = max(p.stat().st_size for p in (root / "stock").glob("*.jpg"))
         plain_size = (root / "plain_0.jpg").stat().st_size
     print(f"image: {SIDE}x{SIDE} ({SIDE * SIDE / 1e6:.2f} MP), median of {REPEATS}")

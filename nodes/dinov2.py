@@ -7,6 +7,7 @@ import comfy.utils
 from comfy_api.latest import io, ui
 
 from rezcty_core.eye import dinov2 as vision
+from rezcty_core.eye.dinov2_onnx import EMBEDDED_NAME
 
 from .common import (
     CATEGORY,
@@ -19,7 +20,7 @@ from .common import (
     resolve_model_dir,
 )
 
-EMBEDDED_CHOICE = f"{EMBEDDED_PREFIX}{vision.EMBEDDED_NAME}"
+EMBEDDED_CHOICE = f"{EMBEDDED_PREFIX}{EMBEDDED_NAME}"
 # Features cached by the node live with the server's outputs, never in the repo; `training.precompute_dinov2
 # --cache <output>/rezcty_cache/dinov2` shares them (same key, same file name).
 CACHE_SUBDIR = os.path.join("rezcty_cache", "dinov2")
@@ -64,7 +65,7 @@ class RezctyDINOv2Loader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: str, device: str, dtype: str) -> io.NodeOutput:
-        path = vision.EMBEDDED_NAME if model == EMBEDDED_CHOICE else resolve_model_dir("dinov2", model)
+        path = EMBEDDED_NAME if model == EMBEDDED_CHOICE else resolve_model_dir("dinov2", model)
         return io.NodeOutput(vision.load_dinov2(path, device=device, dtype=dtype))
 
 

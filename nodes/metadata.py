@@ -6,7 +6,7 @@ import json
 import folder_paths
 from comfy_api.latest import io
 
-from rezcty_core.stock import categories, metadata
+from rezcty_core.stock import categories, provenance, writer
 
 from .common import CATEGORY, EmbeddingType, LLMType, images_to_uint8, output_dir
 
@@ -18,7 +18,7 @@ def _model_hashes(models: list[dict]) -> list[dict]:
         entry = dict(model)
         try:
             path = folder_paths.get_full_path(model["folder"], model["name"])
-            entry["sha256"] = metadata.file_sha256(path) if path else None
+            entry["sha256"] = provenance.file_sha256(path) if path else None
         except Exception as e:  # an unknown folder or unreadable file never stops the writer
             entry["sha256"] = None
             entry["hash_error"] = str(e)
@@ -64,20 +64,20 @@ class RezctyMetadataWriter(io.ComfyNode):
     @classmethod
     def execute(cls, images, prompt: str, filename_prefix: str, csv_name: str, category: str, llm=None,
                 image_embedding=None, qc_report: str | None = None) -> io.NodeOutput:
-        generation = metadata.generation_params(cls.hidden.prompt)
+        generation = provenance.generation_params(cls.hidden.prompt)
         generation["models"] = _model_hashes(generation["models"])
-        generation["upscaler"] = metadata.upscaler_record(generation["models"])
+        generation["upscaler"] = provenance.upscaler_record(generation["models"])
         workflow = {"prompt": cls.hidden.prompt, **(cls.hidden.extra_pnginfo or {})}
-        options = metadata.WriteOptions(filename_prefix=filename_prefix, csv_name=csv_name, category=category,
-                                        qc_report=qc_report, generation=generation, workflow=workflow)
+        options = writer.WriteOptions(filename_prefix=filename_prefix, csv_name=csv_name, category=category,
+                                      qc_report=qc_report, generation=generation, workflow=workflow)
         embeddings = list(image_embedding) if isinstance(image_embedding, (list, tuple)) else (
             [image_embedding] if image_embedding is not None else None)
-        results = metadata.write_batch(images_to_uint8(images), prompt, output_dir(), options, llm=llm,
-                                       embeddings=embeddings)
+        results = writer.write_batch(images_to_uint8(images), prompt, output_dir(), options, llm=llm,
+                                     embeddings=embeddings)
         saved = [{"filename": r["filename"], "subfolder": r["subfolder"], "type": "output"}
                  for r in results if not r.get("error")]
         text = json.dumps(results, ensure_ascii=False)
-        return io.NodeOutput(text, ui={"images": saved, "text": [metadata.summary(results)]})
+        return io.NodeOutput(text, ui={"images": saved, "text": [writer.summary(results)]})
 
 
 NODES = [RezctyMetadataWriter]

@@ -31,7 +31,7 @@ WHEEL_FILES = {
 
 # "module:function" converters, each called as fn(dest: Path) -> None; idempotent.
 CONVERTERS: list[str] = [
-    "rezcty_core.eye.dinov2:prepare_embedded",
+    "rezcty_core.eye.dinov2_onnx:prepare_embedded",
     "rezcty_core.llm.model:prepare_embedded",
     "rezcty_core.llm.embedded_qwen:prepare_embedded",
     "rezcty_core.sd.upscaler:prepare_embedded",

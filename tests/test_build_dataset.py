@@ -243,8 +243,7 @@ def factory_run(comfy, run: Path) -> dict:
     client through the server (QC + Metadata Writer), the upload CSV copied into the run folder."""
     from demo_samples import landscape
 
-    from rezcty_core.factory.batch import default_bind, items_from_images
-    from rezcty_core.factory.pool import Batch
+    from rezcty_core.factory.batch import Batch, default_bind, items_from_images
     from rezcty_core.factory.workflow import load_workflow, set_input
 
     images = run / "inputs" / "images"

@@ -14,6 +14,7 @@ from image_samples import photo_crops
 from harness import REPO
 from rezcty_core.common.imageio import load_image_rgb
 from rezcty_core.eye import dinov2 as vision
+from rezcty_core.eye import embedding
 
 CACHE_SUBDIR = ("rezcty_cache", "dinov2")
 
@@ -50,26 +51,26 @@ def test_batching_does_not_change_features(dino, frames):
     single = [vision.embed_images(dino, [f], batch_size=1)[0] for f in frames[1:]]
     for b, s in zip(batched, single):
         assert (b.vector - s.vector).abs().max() <= 1e-4
-    assert vision.cosine_similarity(batched[0], single[0]) > 0.99999
+    assert embedding.cosine_similarity(batched[0], single[0]) > 0.99999
 
 
 def test_cache_roundtrip_and_corrupt_file_is_recomputed(dino, frames, tmp_path):
     first = vision.embed_images(dino, frames[:2], cache_dir=tmp_path)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == sorted(f"{e.key}.safetensors" for e in first)
-    reloaded = vision.load_embedding(tmp_path / files[0])
+    reloaded = embedding.load_embedding(tmp_path / files[0])
     assert reloaded.meta["key"] == files[0].split(".")[0] and reloaded.vector.dtype == torch.float32
     again = vision.embed_images(dino, frames[:2], cache_dir=tmp_path, sources=["a.png", "b.png"])
     assert torch.equal(again[0].vector, first[0].vector) and again[1].meta["source"] == "b.png"
 
     bad = tmp_path / f"{first[0].key}.safetensors"
     bad.write_bytes(bad.read_bytes()[:100])  # a crash mid-write on another machine, a sync glitch
-    assert vision.read_embedding_header(bad) is None
+    assert embedding.read_embedding_header(bad) is None
     with pytest.raises(ValueError, match="corrupt"):
-        vision.load_embedding(bad)
+        embedding.load_embedding(bad)
     healed = vision.embed_images(dino, frames[:2], cache_dir=tmp_path)
     assert torch.allclose(healed[0].vector, first[0].vector, atol=1e-5)
-    assert vision.read_embedding_header(bad) is not None
+    assert embedding.read_embedding_header(bad) is not None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp files left behind"
 
 
@@ -83,7 +84,7 @@ def test_resolution_is_a_parameter_and_checked(dino, frames):
 
 
 def test_prepare_embedded_is_instant_and_loads_no_torch_when_done():
-    code = ("import sys; from rezcty_core.eye.dinov2 import prepare_embedded; from rezcty_core.common.paths import embedded_dir\n"
+    code = ("import sys; from rezcty_core.eye.dinov2_onnx import prepare_embedded; from rezcty_core.common.paths import embedded_dir\n"
             "prepare_embedded(embedded_dir()); assert 'torch' not in sys.modules and 'onnx' not in sys.modules")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -142,7 +143,7 @@ def test_node_embeds_each_image_and_matches_the_file_on_disk(comfy, inputs, dino
         disk = vision.embed_images(dino, [load_image_rgb(comfy.input_dir / name)])[0]
         node_file = cache_dir / f"{disk.key}.safetensors"
         assert node_file.exists(), f"node wrote {sorted(p.name for p in cache_dir.iterdir())}, expected {disk.key}"
-        from_node = vision.load_embedding(node_file)
+        from_node = embedding.load_embedding(node_file)
         assert (from_node.vector - disk.vector).abs().max() <= 1e-5
         assert from_node.meta["source"].startswith("IMAGE[")
 

@@ -10,12 +10,12 @@ from image_samples import photo_path
 from rezcty_core.common.imageio import load_image_rgb
 from rezcty_core.common.paths import embedded_dir
 from rezcty_core.eye import dinov2 as vision
-from rezcty_core.eye.dinov2_onnx import backbone_state_dict, to_model_names
+from rezcty_core.eye.dinov2_onnx import ONNX_RELATIVE, backbone_state_dict, to_model_names
 
 
 def onnx_backbone_output(pixel_values: np.ndarray) -> np.ndarray:
     """last_hidden_state of the ONNX graph: expose the backbone's final LayerNorm output and run it."""
-    model = onnx.load(str(embedded_dir() / vision.ONNX_RELATIVE))
+    model = onnx.load(str(embedded_dir() / ONNX_RELATIVE))
     final_ln = next(n.output[0] for n in model.graph.node if "backbone.layernorm.bias" in n.input)
     model.graph.output.append(onnx.helper.make_tensor_value_info(final_ln, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -36,7 +36,7 @@ def test_converted_model_matches_onnx_graph_on_a_real_photo():
 
 
 def test_every_backbone_weight_is_recovered_from_the_graph():
-    raw = backbone_state_dict(embedded_dir() / vision.ONNX_RELATIVE)
+    raw = backbone_state_dict(embedded_dir() / ONNX_RELATIVE)
     assert raw["encoder.layer.0.attention.attention.query.weight"].shape == (384, 384)
     model_state = vision.load_dinov2("embedded").model.state_dict()
     state = to_model_names(raw, set(model_state))  # transformers 5 names the attention q/k/v/o_proj

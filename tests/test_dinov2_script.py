@@ -10,7 +10,7 @@ import pytest
 from image_samples import photo_crops, write_bad_images, write_odd_images
 
 from harness import REPO
-from rezcty_core.eye import dinov2 as vision
+from rezcty_core.eye import embedding
 
 # runs main() and proves that a fully cached pass imported neither torch nor transformers
 NO_TORCH = ("import sys; from training.precompute_dinov2 import main; rc = main(sys.argv[1:]);"
@@ -59,7 +59,7 @@ def test_every_file_gets_one_manifest_line_and_bad_ones_an_error(folder, first_r
     for path in odd.values():
         line = by_image[str(path)]
         assert line["status"] == "computed", line
-        emb = vision.load_embedding(out / line["embedding"])
+        emb = embedding.load_embedding(out / line["embedding"])
         assert emb.vector.shape == (768,) and emb.meta["pooling"] == "cls+mean" and emb.meta["dim"] == 768
         assert emb.key == line["key"]
     # 8-bit and 16-bit greyscale of the same picture decode to the same pixels: one key, one file

@@ -102,7 +102,7 @@ def test_unknown_preset_is_refused_with_the_allowed_values(comfy):
 def test_line2_workflow_gives_the_exact_stock_size_for_every_preset(comfy, line2_models, tmp_path):
     """Every preset through the shipped workflow (detail pass at x1 here: the upscaler's CPU time is most of
     the test); the 4:3 run also goes through line 3's Metadata Writer, whose record names the upscaler."""
-    from rezcty_core.stock.metadata import file_sha256
+    from rezcty_core.stock.provenance import file_sha256
 
     client = ComfyClient(comfy.url)
     sizes = {}

@@ -12,7 +12,7 @@ from test_metadata_core import FORBIDDEN, TRAP_PROMPT
 
 from harness import sd15_graph
 from rezcty_core.stock import adobe_csv as stock_csv
-from rezcty_core.stock.metadata import file_sha256
+from rezcty_core.stock.provenance import file_sha256
 
 NODE = "RezctyMetadataWriter"
 TRAINED_ALGORITHMIC = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"

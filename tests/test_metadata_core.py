@@ -9,7 +9,7 @@ import pytest
 
 from rezcty_core.common import blocklists, language
 from rezcty_core.common.blocklists import load_blocklist
-from rezcty_core.stock import categories, metadata
+from rezcty_core.stock import categories, drafting, image_facts, prompt_clean, provenance, qc_report, rules
 
 TRAP_PROMPT = (
     "masterpiece, best quality, ultra detailed, 8k, (a lone knight:1.3) standing in a misty pine forest, "
@@ -25,11 +25,11 @@ FORBIDDEN = ["masterpiece", "quality", "detailed", "8k", "rutkowski", "mucha", "
              "<", ">", "{", "}", "|", "_", "art by", "trending"]
 
 
-def words_of(meta: metadata.StockMetadata) -> str:
+def words_of(meta: rules.StockMetadata) -> str:
     return "\n".join([meta.title, meta.description, *meta.keywords]).lower()
 
 
-def assert_adobe_rules(meta: metadata.StockMetadata) -> None:
+def assert_adobe_rules(meta: rules.StockMetadata) -> None:
     assert 0 < len(meta.title) <= 70 and "," not in meta.title and "\n" not in meta.title
     assert meta.title[0].isupper()
     assert 0 < len(meta.description) <= 200
@@ -42,7 +42,7 @@ def assert_adobe_rules(meta: metadata.StockMetadata) -> None:
 
 def test_trap_prompt_leaves_nothing_forbidden():
     pixels = np.full((48, 64, 3), (40, 90, 40), np.uint8)
-    meta = metadata.build_metadata(TRAP_PROMPT, pixels)
+    meta = rules.build_metadata(TRAP_PROMPT, pixels)
     text = words_of(meta)
     leaked = [w for w in FORBIDDEN if w in text]
     assert leaked == [], (leaked, meta)
@@ -55,14 +55,14 @@ def test_trap_prompt_leaves_nothing_forbidden():
 
 
 def test_common_words_that_look_like_brands_survive():
-    clean = metadata.clean_prompt("an apple on a wooden table, a jaguar in the amazon rainforest, shell on the beach")
+    clean = prompt_clean.clean_prompt("an apple on a wooden table, a jaguar in the amazon rainforest, shell on the beach")
     for word in ("apple", "jaguar", "amazon", "shell"):
         assert word in clean.text
     assert "apple" not in load_blocklist().find("apple logo")[0].term.replace("apple logo", "")
 
 
 def test_prompt_syntax_is_stripped():
-    text = metadata.strip_prompt_syntax(
+    text = prompt_clean.strip_prompt_syntax(
         "(sunset:1.4), [[dark clouds]], \\(escaped\\), {red|blue} sky, [cat:dog:0.3], <lora:x:0.7>, "
         "embedding:foo, boat::2, a BREAK b --v 5.2 --ar 3:2\nNegative prompt: ugly, blurry\nSteps: 20, Seed: 1")
     assert "1.4" not in text and "lora" not in text and "foo" not in text and "ugly" not in text
@@ -74,14 +74,14 @@ def test_prompt_syntax_is_stripped():
 def test_rules_layer_enforces_every_limit():
     blocklist = load_blocklist()
     long_title = "A, very, long title about a quiet harbor, full of fishing boats with nike sails " * 4
-    draft = metadata.Draft(
+    draft = drafting.Draft(
         title=long_title, description="Harbor at dawn. " * 40,
         keywords=["Harbor", "harbor", "BOATS", "boats, sea", "nike", "rezcty_style", "greg rutkowski", "vector",
                   "a", "12", "x" * 70, "fishing boat in a small and very quiet harbor at dawn"]
         + [f"keyword{i}" for i in range(80)],
         source="test")
-    clean = metadata.clean_prompt("a quiet harbor with fishing boats")
-    meta = metadata.apply_rules(draft, clean, None, blocklist)
+    clean = prompt_clean.clean_prompt("a quiet harbor with fishing boats")
+    meta = rules.apply_rules(draft, clean, None, blocklist)
     assert_adobe_rules(meta)
     assert "nike" not in meta.title.lower()
     assert meta.keywords[:3] == ["harbor", "boats", "sea"]
@@ -91,16 +91,16 @@ def test_rules_layer_enforces_every_limit():
 
 
 def test_short_prompt_still_gets_15_relevant_keywords():
-    meta = metadata.build_metadata("a red cube on a table", np.full((32, 32, 3), 200, np.uint8))
+    meta = rules.build_metadata("a red cube on a table", np.full((32, 32, 3), 200, np.uint8))
     assert_adobe_rules(meta)
     assert meta.keywords[:2] == ["cube", "red cube"]
 
 
 def test_indonesian_prompt_becomes_english_metadata():
     prompt = "pemandangan gunung saat matahari terbit dengan kabut tebal, sawah hijau dan petani, rezcty_style"
-    clean = metadata.clean_prompt(prompt)
+    clean = prompt_clean.clean_prompt(prompt)
     assert clean.language == "id"
-    meta = metadata.build_metadata(prompt, np.full((32, 32, 3), 120, np.uint8))
+    meta = rules.build_metadata(prompt, np.full((32, 32, 3), 120, np.uint8))
     assert_adobe_rules(meta)
     assert meta.title == "Mountain landscape with sunrise"
     for word in ("mountain", "sunrise", "fog", "rice field", "farmer"):
@@ -138,7 +138,7 @@ def test_one_translator_for_keywords_and_ideas():
     ("seamless geometric pattern", 8),
 ])
 def test_auto_category(prompt, expected):
-    assert metadata.build_metadata(prompt).category == expected
+    assert rules.build_metadata(prompt).category == expected
 
 
 def test_category_choices_and_parsing():
@@ -148,7 +148,7 @@ def test_category_choices_and_parsing():
     assert categories.parse_category("auto") is None
     with pytest.raises(ValueError, match="unknown category"):
         categories.parse_category("Cars")
-    assert metadata.build_metadata("a cat", category="21 Travel").category == 21
+    assert rules.build_metadata("a cat", category="21 Travel").category == 21
 
 
 def test_user_blocklist_extends_and_allows(tmp_path, monkeypatch):
@@ -159,7 +159,7 @@ def test_user_blocklist_extends_and_allows(tmp_path, monkeypatch):
     bl = load_blocklist()
     assert bl.is_blocked("an ACME-widget on a desk")
     assert not bl.is_blocked("nike")
-    meta = metadata.build_metadata("an acme widget on a desk, lamp, books", blocklist=bl)
+    meta = rules.build_metadata("an acme widget on a desk, lamp, books", blocklist=bl)
     assert "acme" not in words_of(meta)
 
 
@@ -179,7 +179,7 @@ def test_image_facts():
     pixels = np.zeros((100, 200, 3), np.uint8)
     pixels[:, :100] = (220, 30, 30)
     pixels[:, 100:] = (20, 60, 220)
-    facts = metadata.describe_image(pixels)
+    facts = image_facts.describe_image(pixels)
     assert (facts.width, facts.height, facts.orientation) == (200, 100, "horizontal")
     assert sorted(facts.colors) == ["blue", "red"]
 
@@ -187,15 +187,15 @@ def test_image_facts():
 def test_qc_entries_by_index_or_passed_subset():
     report = json.dumps([{"index": 0, "verdict": "pass"}, {"index": 1, "verdict": "reject", "reasons": ["blurry"]},
                          {"index": 2, "verdict": "pass"}])
-    full = metadata.qc_entries(report, 3)
+    full = qc_report.qc_entries(report, 3)
     assert [e["verdict"] for e in full] == ["pass", "reject", "pass"]
-    subset = metadata.qc_entries(report, 2)
+    subset = qc_report.qc_entries(report, 2)
     assert [e["index"] for e in subset] == [0, 2]
     with pytest.raises(ValueError, match="4 images arrived"):
-        metadata.qc_entries(report, 4)
+        qc_report.qc_entries(report, 4)
     with pytest.raises(ValueError, match="not valid JSON"):
-        metadata.qc_entries("{oops", 1)
-    assert metadata.qc_entries("", 2) == [None, None]
+        qc_report.qc_entries("{oops", 1)
+    assert qc_report.qc_entries("", 2) == [None, None]
 
 
 def test_generation_params_from_api_graph():
@@ -205,7 +205,7 @@ def test_generation_params_from_api_graph():
                                                                 "structure_lora": "none", "style_strength_model": 0.85}},
         "5": {"class_type": "KSampler", "inputs": {"seed": 1234, "steps": 20, "cfg": 7.0, "model": ["2", 0]}},
     }
-    params = metadata.generation_params(graph)
+    params = provenance.generation_params(graph)
     assert params["seeds"] == [1234]
     assert [(m["folder"], m["name"]) for m in params["models"]] == [("checkpoints", "sd15.safetensors"),
                                                                      ("loras", "style.safetensors")]
@@ -213,6 +213,6 @@ def test_generation_params_from_api_graph():
 
 
 def test_title_never_ends_on_a_connector():
-    meta = metadata.build_metadata("a lighthouse on a cliff by greg rutkowski")
+    meta = rules.build_metadata("a lighthouse on a cliff by greg rutkowski")
     assert meta.title == "Lighthouse on a cliff"
     assert not re.search(r"\b(by|of|with|and|the|a)$", meta.title)

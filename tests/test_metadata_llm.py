@@ -22,7 +22,7 @@ from harness import link_model
 from rezcty_core.common.blocklists import load_blocklist
 from rezcty_core.llm import model as core_llm
 from rezcty_core.stock import adobe_csv as stock_csv
-from rezcty_core.stock import metadata
+from rezcty_core.stock import drafting, image_facts, limits, prompt_clean, rules
 
 PROMPT = "white sneakers on a wooden bench, rezcty_style"
 # the trained answer after the rules layer: brand and trigger gone, the LLM's own words first
@@ -35,25 +35,25 @@ def test_untrained_llm_answers_schema_valid_json_first_try():
     # anything but a document of the metadata schema, so its first reply is used; the rules layer runs last
     llm = core_llm.load_llm(tiny_llm_dir(), keep_loaded=False)
     pixels = np.full((64, 96, 3), (120, 90, 60), np.uint8)
-    clean = metadata.clean_prompt(PROMPT)
-    facts = metadata.describe_image(pixels)
-    draft = metadata.llm_draft(llm, clean, facts, seed=3, retries=0)  # one attempt is all it may take
+    clean = prompt_clean.clean_prompt(PROMPT)
+    facts = image_facts.describe_image(pixels)
+    draft = drafting.llm_draft(llm, clean, facts, seed=3, retries=0)  # one attempt is all it may take
     assert draft.source == "llm (1 attempt)", draft.notes
     assert draft.title.strip() and len(draft.keywords) >= 3
-    meta = metadata.apply_rules(draft, clean, facts, load_blocklist(), fallback=metadata.deterministic_draft(clean, facts))
+    meta = rules.apply_rules(draft, clean, facts, load_blocklist(), fallback=drafting.deterministic_draft(clean, facts))
     assert meta.title and 15 <= len(meta.keywords) <= 49
     assert not any("rezcty" in k for k in meta.keywords)
 
 
 def test_judge_reply_schema():
-    ok = metadata.validate_metadata_reply({"verdict": "PASS", "title": "Calm lake", "keywords": "lake, calm, water"})
+    ok = drafting.validate_metadata_reply({"verdict": "PASS", "title": "Calm lake", "keywords": "lake, calm, water"})
     assert ok["verdict"] == "pass" and ok["keywords"] == ["lake", "calm", "water"]
     with pytest.raises(ValueError, match="title"):
-        metadata.validate_metadata_reply({"verdict": "pass", "title": " ", "keywords": ["a", "b", "c"]})
+        drafting.validate_metadata_reply({"verdict": "pass", "title": " ", "keywords": ["a", "b", "c"]})
     with pytest.raises(ValueError, match="keywords"):
-        metadata.validate_metadata_reply({"verdict": "pass", "title": "Lake", "keywords": ["lake"]})
+        drafting.validate_metadata_reply({"verdict": "pass", "title": "Lake", "keywords": ["lake"]})
     with pytest.raises(ValueError, match="verdict"):
-        metadata.validate_metadata_reply({"title": "Lake", "keywords": ["lake", "calm", "water"]})
+        drafting.validate_metadata_reply({"title": "Lake", "keywords": ["lake", "calm", "water"]})
 
 
 def test_constrained_greedy_equals_free_greedy():
@@ -67,13 +67,13 @@ def test_constrained_greedy_equals_free_greedy():
     from rezcty_core.stock import categories
 
     llm = core_llm.load_llm(tiny_metadata_llm_dir(), keep_loaded=False)
-    schema = constrained.metadata_schema([f"{n} {name}" for n, name in categories.ADOBE_CATEGORIES.items()])
+    schema = drafting.metadata_schema([f"{n} {name}" for n, name in categories.ADOBE_CATEGORIES.items()])
     compared = 0
     for text in metadata_prompts():
         chat = build_messages("judge", text, False)
         free = batching.generate_batch(llm, [chat], [0], do_sample=False, max_new_tokens=96)[0]
         try:
-            metadata.validate_metadata_reply(json.loads(free))
+            drafting.validate_metadata_reply(json.loads(free))
         except ValueError:
             continue  # the property is about replies that are valid JSON of the schema already
         held = batching.generate_batch(llm, [chat], [0], do_sample=False, max_new_tokens=96,
@@ -90,7 +90,7 @@ def assert_cleaned_llm_metadata(title: str, description: str, kws: list[str]) ->
     everything = " ".join([title, description, *kws]).lower()
     assert "nike" not in everything and "rezcty" not in everything and "_" not in everything
     # the LLM gave 5 keywords (2 of them forbidden): the fallback fills up to Adobe's 15..49, unique, lower case
-    assert metadata.KEYWORDS_MIN <= len(kws) <= metadata.KEYWORDS_MAX
+    assert limits.KEYWORDS_MIN <= len(kws) <= limits.KEYWORDS_MAX
     assert len(set(kws)) == len(kws) and all(k == k.lower() for k in kws)
     assert "lake" in kws  # from the deterministic fallback (the prompt), not from the LLM
 
@@ -99,21 +99,21 @@ def test_trained_llm_reply_is_used_and_cleaned_by_the_rules():
     llm = core_llm.load_llm(tiny_metadata_llm_dir(), keep_loaded=False)
     prompt, colour = METADATA_PROMPTS[1]  # "a calm lake at dawn, pine trees, mist": nothing like the answer
     pixels = np.full((64, 96, 3), colour, np.uint8)
-    clean = metadata.clean_prompt(prompt + ", rezcty_style")
-    facts = metadata.describe_image(pixels)
-    draft = metadata.llm_draft(llm, clean, facts, seed=3, retries=0)
+    clean = prompt_clean.clean_prompt(prompt + ", rezcty_style")
+    facts = image_facts.describe_image(pixels)
+    draft = drafting.llm_draft(llm, clean, facts, seed=3, retries=0)
     assert draft.source.startswith("llm") and draft.source == "llm (1 attempt)"
     assert draft.notes == []
     assert draft.title == METADATA_ANSWER["title"]
     assert draft.keywords == [k.strip() for k in METADATA_ANSWER["keywords"].split(",")]
-    fallback = metadata.deterministic_draft(clean, facts)
-    meta = metadata.apply_rules(draft, clean, facts, load_blocklist(), fallback=fallback)
+    fallback = drafting.deterministic_draft(clean, facts)
+    meta = rules.apply_rules(draft, clean, facts, load_blocklist(), fallback=fallback)
     assert meta.source == draft.source
     assert_cleaned_llm_metadata(meta.title, meta.description, meta.keywords)
     # the LLM wrote no description: the fallback's, cleaned
     assert "lake" in meta.description.lower() and meta.description.endswith(".")
     assert not any("LLM reply unusable" in w for w in meta.warnings)
-    assert 0 < len(meta.title) <= metadata.TITLE_MAX and "," not in meta.title
+    assert 0 < len(meta.title) <= limits.TITLE_MAX and "," not in meta.title
 
 
 def test_trained_llm_through_the_server(comfy):

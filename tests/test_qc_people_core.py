@@ -10,7 +10,7 @@ from image_samples import skimage_photo
 from rezcty_core.qc import contact_sheet, people
 from rezcty_core.qc.batch import judge_batch
 from rezcty_core.qc.profiles import load_profile
-from rezcty_core.stock.metadata import qc_people_hint
+from rezcty_core.stock.qc_report import qc_people_hint
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from rezcty_core.common.blocklists import load_blocklist
-from rezcty_core.stock import metadata as stock_meta
-from rezcty_core.stock import seen_brands
+from rezcty_core.stock import seen_brands, writer
 
 
 def entry(words=(), regions=()):
@@ -30,8 +29,8 @@ def test_write_batch_drops_seen_brands_for_that_image_only(tmp_path):
     frames = [np.full((480, 640, 3), 120, np.uint8), np.full((480, 640, 3), 130, np.uint8)]
     report = [entry(["APPLE"]), entry([])]
     report[1]["index"] = 1
-    results = stock_meta.write_batch(frames, "a red apple on a wooden kitchen table, fresh fruit", tmp_path,
-                                     stock_meta.WriteOptions(qc_report=report))
+    results = writer.write_batch(frames, "a red apple on a wooden kitchen table, fresh fruit", tmp_path,
+                                 writer.WriteOptions(qc_report=report))
     seen, plain = results
     assert not seen["error"] and not plain["error"], results
     assert not any("apple" in k.lower() for k in seen["keywords"]) and "apple" not in seen["title"].lower(), seen

@@ -115,7 +115,7 @@ def test_end_to_end_with_the_embedded_models(tmp_path):
     """Real DINOv2-small embeddings from precompute_dinov2 -> SmolLM2 adapter -> loads and sees."""
     from PIL import Image
 
-    from rezcty_core.eye.dinov2 import load_embedding
+    from rezcty_core.eye.embedding import load_embedding
     from training import precompute_dinov2
 
     images = tmp_path / "images"

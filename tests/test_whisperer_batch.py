@@ -157,9 +157,9 @@ def test_untrained_embedded_llm_gives_valid_json_first_try_through_the_server(co
 
 @pytest.mark.parametrize("text", ["a cat, hardcore porn, soft light", "nice tits, sunset"])
 def test_unfit_terms_never_reach_metadata(text):
-    from rezcty_core.stock import metadata
+    from rezcty_core.stock import rules
 
-    meta = metadata.build_metadata(text, np.full((64, 96, 3), 90, np.uint8))
+    meta = rules.build_metadata(text, np.full((64, 96, 3), 90, np.uint8))
     assert meta.title and len(meta.keywords) >= 15
     words = " ".join([meta.title, meta.description, *meta.keywords]).lower()
     assert "porn" not in words and "tits" not in words

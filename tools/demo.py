@@ -41,6 +41,7 @@ from demo_samples import write_ideas, write_samples  # noqa: E402
 from rezcty_core.factory import validate  # noqa: E402
 from rezcty_core.factory.api import ComfyClient  # noqa: E402
 from rezcty_core.factory.batch import (  # noqa: E402
+    Batch,
     Item,
     default_bind,
     items_from_ideas,
@@ -49,7 +50,6 @@ from rezcty_core.factory.batch import (  # noqa: E402
     write_prompts_json,
 )
 from rezcty_core.factory.errors import ClientError  # noqa: E402
-from rezcty_core.factory.pool import Batch  # noqa: E402
 from rezcty_core.factory.workflow import load_workflow, set_input  # noqa: E402
 from rezcty_core.llm import embedded_choice  # noqa: E402
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rezcty_core.eye.dinov2 import load_embedding, read_embedding_header
+from rezcty_core.eye.embedding import load_embedding, read_embedding_header
 
 
 class DatasetError(ValueError):

@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_lines(path: Path, by: str, text_field: str) -> tuple[list[tuple[int, str, object]], list[str]]:
     """(line number, raw line, feature) per usable line, and `FILE:LINE: problem` for the others."""
-    from rezcty_core.eye.dinov2 import load_embedding
+    from rezcty_core.eye.embedding import load_embedding
 
     items, problems = [], []
     lines = path.read_text(encoding="utf-8").splitlines()

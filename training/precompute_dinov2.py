@@ -25,16 +25,14 @@ from tqdm import tqdm
 
 from rezcty_core.common.imageio import ImageLoadError, iter_image_files, load_image_rgb
 from rezcty_core.eye.dinov2 import (
-    CACHE_FORMAT,
     POOLINGS,
     Dino,
     Preprocessing,
-    cache_path,
     embed_images,
     embedding_meta,
     load_dinov2,
-    read_embedding_header,
 )
+from rezcty_core.eye.embedding import CACHE_FORMAT, cache_path, read_embedding_header
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

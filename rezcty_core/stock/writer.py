@@ -1,0 +1,122 @@
+"""The batch writer: stock JPEGs with embedded XMP/IPTC, JSON sidecars and rows of Adobe's upload CSV.
+
+`write_batch` runs `rules.build_metadata` for each image (with the QC report's verdicts and hints) and
+never lets one bad image stop the batch; `summary` is the node's text.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rezcty_core.common.blocklists import load_blocklist
+from rezcty_core.stock import adobe_csv as stock_csv
+from rezcty_core.stock import categories, seen_brands, xmp_iptc
+from rezcty_core.stock.qc_report import qc_entries, qc_people_hint
+from rezcty_core.stock.rules import build_metadata, clean_keywords
+
+
+@dataclass
+class WriteOptions:
+    filename_prefix: str = ""
+    csv_name: str = "adobe_stock.csv"
+    category: str | int | None = "auto"
+    qc_report: str | list | None = None
+    generation: dict = field(default_factory=dict)
+    workflow: dict | None = None
+    max_csv_rows: int = stock_csv.MAX_ROWS
+
+
+def _csv_path(output_dir: Path, csv_name: str, warnings: list[str]) -> Path:
+    folders, name, changed = stock_csv.safe_relative(csv_name, default_name="adobe_stock.csv")
+    if not name.lower().endswith(".csv"):
+        name = f"{name}.csv"
+        changed = True
+    if changed:
+        warnings.append(f"csv_name '{csv_name}' was made safe: '{'/'.join(folders + [name])}'")
+    return stock_csv.inside(output_dir, output_dir.joinpath(*folders, name))
+
+
+def write_batch(frames: list[np.ndarray], prompt: str, output_dir: str | Path, options: WriteOptions | None = None,
+                llm: Any = None, embeddings: list | None = None) -> list[dict]:
+    """Write each image as a stock JPEG with metadata + sidecar, and add passed ones to the CSV.
+
+    One entry per image comes back (`error` set when that image failed; the others go on).
+    Rejected images (QC report) go to `rejected/` next to the others and never into the CSV.
+    """
+    opts = options or WriteOptions()
+    out_root = Path(output_dir).resolve()
+    batch_warnings: list[str] = []
+    folders, stem, changed = stock_csv.safe_relative(opts.filename_prefix)
+    if changed:
+        batch_warnings.append(f"filename_prefix '{opts.filename_prefix}' was made safe: '{'/'.join(folders + [stem])}'")
+    folder = stock_csv.inside(out_root, out_root.joinpath(*folders))
+    csv_path = _csv_path(out_root, opts.csv_name, batch_warnings)
+    stock_csv.check_series(csv_path)  # a foreign CSV fails the batch before any image is written
+    qc = qc_entries(opts.qc_report, len(frames))
+    blocklist = load_blocklist()
+    seeds = list(opts.generation.get("seeds", []))
+    repro_base = {"prompt": prompt, **{k: v for k, v in opts.generation.items() if k != "workflow"}}
+    results: list[dict] = []
+    rows: list[tuple[int, stock_csv.StockRow]] = []
+    for index, pixels in enumerate(frames):
+        entry: dict[str, Any] = {"index": index, "error": None}
+        try:
+            emb = embeddings[index] if embeddings and index < len(embeddings) else None
+            hint_category, hint_keywords = qc_people_hint(qc[index])
+            auto = categories.parse_category(opts.category) is None
+            seen = seen_brands.seen_brands(qc[index], blocklist)  # brand names QC read in this image
+            image_blocklist = load_blocklist({"brands_seen": seen}) if seen else blocklist
+            meta = build_metadata(prompt, pixels, category=hint_category if auto and hint_category else opts.category,
+                                  llm=llm, embedding=emb, seed=seeds[0] if seeds else 0, blocklist=image_blocklist)
+            if hint_keywords:  # the QC judge saw people: their words early in the list (Adobe weighs the first 10)
+                meta.keywords = clean_keywords(meta.keywords[:5] + hint_keywords + meta.keywords[5:], image_blocklist)
+            if seen:
+                meta.warnings.append("brand names read in the image kept out of the metadata: " + ", ".join(seen))
+            verdict = str((qc[index] or {}).get("verdict", "")).lower() or None
+            target = folder / "rejected" if verdict == "reject" else folder
+            path = stock_csv.reserve_filename(target, stem or meta.title)
+            repro = dict(repro_base)
+            if emb is not None:
+                repro["image_embedding"] = dict(getattr(emb, "meta", {}) or {})
+            if llm is not None:
+                repro["llm"] = dict(getattr(llm, "identity", {}) or {})
+            size = xmp_iptc.write_stock_jpeg(pixels, path, meta.title, meta.description, meta.keywords, repro)
+            entry.update(meta.to_dict())
+            entry["warnings"] = batch_warnings + meta.warnings
+            entry.update(filename=path.name, subfolder=path.parent.relative_to(out_root).as_posix(), bytes=size,
+                         width=int(pixels.shape[1]), height=int(pixels.shape[0]), qc_verdict=verdict,
+                         csv=None)
+            sidecar = {**entry, "reproducibility": repro, "qc": qc[index], "workflow": opts.workflow}
+            path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False, default=str),
+                                                 encoding="utf-8")
+            if verdict != "reject":
+                rows.append((index, stock_csv.StockRow(path.name, meta.title, meta.keywords, meta.category)))
+        except Exception as e:  # one bad image never stops the batch
+            entry["error"] = f"image {index}: {type(e).__name__}: {e}"
+        results.append(entry)
+    if frames and all(r.get("error") for r in results):
+        raise RuntimeError("no image was written: " + " | ".join(r["error"] for r in results)[:2000])
+    if rows:
+        files = stock_csv.append_rows(csv_path, [r for _, r in rows], max_rows=opts.max_csv_rows)
+        for index, _ in rows:
+            results[index]["csv"] = files[-1].relative_to(out_root).as_posix()
+    return results
+
+
+def summary(results: list[dict]) -> str:
+    """A few lines for the node: counts, CSV, first title and keywords, warnings and errors."""
+    ok = [r for r in results if not r.get("error")]
+    in_csv = [r for r in ok if r.get("csv")]
+    lines = [f"{len(ok)}/{len(results)} written, {len(in_csv)} added to {in_csv[0]['csv'] if in_csv else 'no CSV'}"]
+    for r in ok[:3]:
+        lines.append(f"{r['filename']}: {r['title']} [{r['category']} {r['category_name']}] "
+                     f"({len(r['keywords'])} keywords, {r['source']})")
+        lines.append("  " + ", ".join(r["keywords"][:12]) + (" ..." if len(r["keywords"]) > 12 else ""))
+    for w in sorted({w for r in ok for w in r.get("warnings", [])}):
+        lines.append(f"warning: {w}")
+    lines += [r["error"] for r in results if r.get("error")]
+    return "\n".join(lines)
