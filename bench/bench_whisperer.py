@@ -25,7 +25,8 @@ from rezcty_core.llm import (
     templates,  # noqa: E402
     whisperer,  # noqa: E402
 )
-from rezcty_core.llm.model import encode_chat, load_llm  # noqa: E402
+from rezcty_core.llm.chat import encode_chat, eos_token_ids  # noqa: E402
+from rezcty_core.llm.model import load_llm  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     tok, model = llm.tokenizer, llm.model
     chat = encode_chat(tok, messages)
     input_ids = torch.tensor([chat.before], dtype=torch.long)
-    eos = llm._eos_ids()
+    eos = eos_token_ids(tok, model)
     sampling = dict(temperature=0.75, top_p=0.95, top_k=50)
 
     def node_path(seed: int) -> tuple[int, float, float]:

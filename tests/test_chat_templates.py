@@ -9,6 +9,8 @@ import copy
 import pytest
 
 from rezcty_core.llm import model as core
+from rezcty_core.llm.chat import encode_chat, render_prompt
+from rezcty_core.llm.embedded import resolve_base
 from rezcty_core.llm.templates import (
     IMAGE_PLACEHOLDER,
     WHISPERER_SYSTEM,
@@ -61,7 +63,7 @@ FOLDED = {"gemma2", "drops-system"}
 def base_tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(core.resolve_base("embedded"))
+    return AutoTokenizer.from_pretrained(resolve_base("embedded"))
 
 
 def family(base_tokenizer, name):
@@ -82,11 +84,11 @@ def test_every_family_renders_the_system_prompt_the_same_in_training_and_inferen
     mode = system_role_mode(tok)
     assert mode == ("folded" if name in FOLDED else "native")
     messages = build_messages("whisperer", "a knight", has_image=True)
-    prompt = core.render_prompt(tok, messages)  # what inference (LoadedLLM.generate) renders
+    prompt = render_prompt(tok, messages)  # what inference (LoadedLLM.generate) renders
     assert WHISPERER_SYSTEM in prompt and prompt.count(IMAGE_PLACEHOLDER) == 1
     assert prompt.index(WHISPERER_SYSTEM) < prompt.index(IMAGE_PLACEHOLDER) < prompt.index("a knight")
-    inference = core.encode_chat(tok, messages)
-    training = core.encode_chat(tok, messages, answer="a lone knight, rezcty_style")  # what train_adapter encodes
+    inference = encode_chat(tok, messages)
+    training = encode_chat(tok, messages, answer="a lone knight, rezcty_style")  # what train_adapter encodes
     assert training.has_image and (training.before, training.after) == (inference.before, inference.after)
     assert "a lone knight, rezcty_style" in tok.decode(training.answer)
     if name in FOLDED:

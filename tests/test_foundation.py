@@ -74,6 +74,62 @@ def test_core_packages_import_one_way():
     assert offenders == []
 
 
+def _core_import_graph() -> dict[str, dict[str, int]]:
+    """rezcty_core module -> {imported rezcty_core module: first line}, from every Import/ImportFrom node
+    (those inside functions too: a lazy import only hides a cycle, it does not remove it)."""
+    files = {}
+    for path in (REPO / "rezcty_core").rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def resolve(name: str) -> str | None:
+        while name and name not in files:  # `from pkg.mod import func` -> pkg.mod
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, dict[str, int]] = {}
+    for module, path in files.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        edges = graph.setdefault(module, {})
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: refused by test_core_packages_import_one_way, resolved here all the same
+                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            else:
+                continue
+            for target in targets:
+                found = resolve(target)
+                if found and found != module:
+                    edges.setdefault(found, node.lineno)
+    return graph
+
+
+def test_core_has_no_import_cycles():
+    graph = _core_import_graph()
+    done: set[str] = set()
+    cycles: list[str] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            ring = path[path.index(module):] + [module]
+            cycles.append(" -> ".join(f"{a} (line {graph[a][b]})" for a, b in zip(ring, ring[1:])) + f" -> {module}")
+            return
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert cycles == [], "import cycles in rezcty_core:\n" + "\n".join(cycles)
+
+
 def test_core_package_inits_are_one_docstring():
     for init in (REPO / "rezcty_core").glob("*/__init__.py"):
         body = ast.parse(init.read_text(encoding="utf-8")).body

@@ -1,4 +1,4 @@
-"""rezcty_core.llm.model: the embedded SmolLM2, chat encoding with the image placeholder, generation, adapters."""
+"""rezcty_core.llm (model, chat, embedded, device, json_reply): the embedded SmolLM2, chat encoding with the image placeholder, generation, adapters."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,10 @@ from harness import REPO
 from rezcty_core.common.paths import embedded_dir
 from rezcty_core.llm import model as core
 from rezcty_core.llm.adapter import AdapterError
+from rezcty_core.llm.chat import assemble_inputs, encode_chat
+from rezcty_core.llm.device import quantization_config
+from rezcty_core.llm.embedded import SMOLLM2_NAME, prepare_smollm2, smollm2_dir
+from rezcty_core.llm.json_reply import extract_json
 from rezcty_core.llm.templates import IMAGE_PLACEHOLDER, build_messages, validate_judge_reply
 
 
@@ -28,14 +32,14 @@ def seeing(tiny_base):
 
 
 def test_embedded_conversion_is_idempotent_and_imports_no_torch_when_done():
-    core.prepare_embedded(embedded_dir())
-    folder = core.embedded_llm_dir()
+    prepare_smollm2(embedded_dir())
+    folder = smollm2_dir()
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
-    code = ("import sys; from rezcty_core.llm.model import prepare_embedded; from rezcty_core.common.paths import embedded_dir; "
-            "prepare_embedded(embedded_dir()); assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys; from rezcty_core.llm.embedded import prepare_smollm2; from rezcty_core.common.paths import embedded_dir; "
+            "prepare_smollm2(embedded_dir()); assert 'torch' not in sys.modules, 'torch imported'")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    spec = "rezcty_core.llm.model:prepare_embedded"
+    spec = "rezcty_core.llm.embedded:prepare_smollm2"
     from rezcty_core.embedded import CONVERTERS
     assert spec in CONVERTERS
 
@@ -46,22 +50,22 @@ def test_embedded_smollm2_answers_through_its_chat_template():
     answer = model.generate([{"role": "user", "content": "What is the capital of France? Answer in one word."}],
                             do_sample=False, max_new_tokens=8)
     assert "paris" in answer.lower(), answer
-    assert model.identity["base"] == core.EMBEDDED_NAME and len(model.identity["base_hash"]) == 16
+    assert model.identity["base"] == SMOLLM2_NAME and len(model.identity["base_hash"]) == 16
 
 
 def test_encode_chat_splits_at_the_placeholder_and_labels_only_the_answer(tiny_base, seeing):
     tok = seeing.tokenizer
     messages = build_messages("whisperer", "a knight", has_image=True)
-    encoded = core.encode_chat(tok, messages, answer="a lone knight, rezcty_style")
+    encoded = encode_chat(tok, messages, answer="a lone knight, rezcty_style")
     assert encoded.has_image and encoded.before and encoded.after
     assert tok.decode(encoded.answer).startswith("a lone knight, rezcty_style")
     assert encoded.answer[-1] == tok.convert_tokens_to_ids("<|im_end|>")  # the model learns to stop
-    embeds, labels = core.assemble_inputs(seeing.model, seeing.projector, encoded, torch.randn(EYE_DIM))
+    embeds, labels = assemble_inputs(seeing.model, seeing.projector, encoded, torch.randn(EYE_DIM))
     n_prompt = len(encoded.before) + 1 + len(encoded.after)  # one visual token for a pooled embedding
     assert embeds.shape == (1, n_prompt + len(encoded.answer), 64)
     assert (labels[0, :n_prompt] == -100).all() and labels[0, n_prompt:].tolist() == encoded.answer
     # the visual token is the projector's output, spliced between the two text halves
-    text_only = core.encode_chat(tok, build_messages("whisperer", "a knight", has_image=False))
+    text_only = encode_chat(tok, build_messages("whisperer", "a knight", has_image=False))
     assert not text_only.has_image and IMAGE_PLACEHOLDER not in tok.decode(text_only.before)
 
 
@@ -69,9 +73,9 @@ def test_image_reaches_the_logits_and_seed_makes_sampling_reproducible(seeing):
     messages = build_messages("whisperer", "a knight", has_image=True)
     a = seeing.generate(messages, image=tiny_embedding(1), seed=5, max_new_tokens=6)
     assert a == seeing.generate(messages, image=tiny_embedding(1), seed=5, max_new_tokens=6)
-    encoded = core.encode_chat(seeing.tokenizer, messages)
+    encoded = encode_chat(seeing.tokenizer, messages)
     with torch.no_grad():
-        logits = [seeing.model(inputs_embeds=core.assemble_inputs(seeing.model, seeing.projector, encoded,
+        logits = [seeing.model(inputs_embeds=assemble_inputs(seeing.model, seeing.projector, encoded,
                                                                   tiny_embedding(s).vector)[0]).logits[0, -1]
                   for s in (1, 2)]
     assert not torch.allclose(logits[0], logits[1])  # the eye reaches the next-token distribution
@@ -126,10 +130,10 @@ def test_quantization_is_probed_not_refused_and_unknown_is_a_clear_error(tiny_ba
     # bitsandbytes runs 8bit and NF4 on the CPU: probed, not refused for lack of CUDA
     # (a probe that fails: tests/test_llm_node.py; real 4-bit loads: tests/test_qlora_cpu.py)
     for quant in ("8bit", "4bit-nf4"):
-        assert core.quantization_config(quant, "cpu") is not None
-    assert core.quantization_config("none", "cpu") is None
+        assert quantization_config(quant, "cpu") is not None
+    assert quantization_config("none", "cpu") is None
     with pytest.raises(ValueError, match="expected one of none, 8bit, 4bit-nf4"):
-        core.quantization_config("3bit", "cpu")
+        quantization_config("3bit", "cpu")
 
 
 def test_cache_reuses_kept_models_and_release_frees_unkept_ones(tiny_base):
@@ -148,10 +152,10 @@ def test_cache_reuses_kept_models_and_release_frees_unkept_ones(tiny_base):
 
 
 def test_extract_json_and_generate_json_retries(seeing):
-    assert core.extract_json('Sure! ```json\n{"verdict": "pass"}\n``` done') == {"verdict": "pass"}
-    assert core.extract_json('noise {bad} then {"a": [1, 2]} tail') == {"a": [1, 2]}
+    assert extract_json('Sure! ```json\n{"verdict": "pass"}\n``` done') == {"verdict": "pass"}
+    assert extract_json('noise {bad} then {"a": [1, 2]} tail') == {"a": [1, 2]}
     with pytest.raises(ValueError, match="no JSON"):
-        core.extract_json("no braces here")
+        extract_json("no braces here")
     assert validate_judge_reply({"verdict": "PASS", "keywords": "a, b"})["keywords"] == ["a", "b"]
     with pytest.raises(ValueError, match="'verdict' must be"):
         validate_judge_reply({"verdict": "maybe"})

@@ -59,12 +59,12 @@ def test_mismatched_base_is_a_clear_error_and_8bit_loads_where_bitsandbytes_runs
 
 
 def test_a_quantization_that_cannot_run_says_why_and_what_to_pick():
-    from rezcty_core.llm import model as core
+    from rezcty_core.llm import device
 
-    core._PROBES[("8bit", "cpu")] = "bitsandbytes cannot run 8bit on cpu (a test stands in for a missing kernel)"
+    device._PROBES[("8bit", "cpu")] = "bitsandbytes cannot run 8bit on cpu (a test stands in for a missing kernel)"
     try:
         with pytest.raises(RuntimeError, match=r"quantization '8bit' cannot run here: .*; choose quantization "
                                                r"'4bit-nf4' or 'none'"):
-            core.quantization_config("8bit", "cpu")
+            device.quantization_config("8bit", "cpu")
     finally:
-        core._PROBES.pop(("8bit", "cpu"), None)
+        device._PROBES.pop(("8bit", "cpu"), None)

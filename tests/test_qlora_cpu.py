@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from harness import link_model
-from rezcty_core.llm import model as core
 from rezcty_core.llm.adapter import read_adapter_config
+from rezcty_core.llm.device import quantization_problem
 
 TRIGGERS = "rezcty_style, rezcty_structure"
 RECIPE_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
@@ -24,8 +24,8 @@ def qlora_adapter(tmp_path_factory):
 
     from training import precompute_dinov2, train_adapter
 
-    if core.quantization_problem("4bit-nf4", "cpu"):
-        pytest.fail(f"bitsandbytes NF4 must run on this CPU: {core.quantization_problem('4bit-nf4', 'cpu')}")
+    if quantization_problem("4bit-nf4", "cpu"):
+        pytest.fail(f"bitsandbytes NF4 must run on this CPU: {quantization_problem('4bit-nf4', 'cpu')}")
     root = tmp_path_factory.mktemp("qlora")
     images = root / "images"
     images.mkdir()

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from harness import REPO
 from rezcty_core.llm import model as core
 from rezcty_core.llm.adapter import read_adapter_config
+from rezcty_core.llm.embedded import SMOLLM2_NAME
 from training import train_adapter
 
 FAST = ["--grad-accum", "2", "--lora-r", "4", "--lora-alpha", "8", "--eval-generate", "1",
@@ -132,7 +133,7 @@ def test_end_to_end_with_the_embedded_models(tmp_path):
     out = tmp_path / "smol_whisperer"
     assert train(data, out, "--max-steps", "2", "--eval-fraction", "0", base="embedded") == 0
     cfg = read_adapter_config(out)
-    assert cfg.base_model["name"] == core.EMBEDDED_NAME and cfg.eye["model"] == "dinov2-small" and cfg.eye["dim"] == 384
+    assert cfg.base_model["name"] == SMOLLM2_NAME and cfg.eye["model"] == "dinov2-small" and cfg.eye["dim"] == 384
     model = core.load_llm("embedded", out)
     text = model.generate(model_messages := [{"role": "user", "content": "<image>\na knight"}],
                           image=load_embedding(tmp_path / "emb" / manifest[0]["embedding"]), max_new_tokens=8, seed=1)

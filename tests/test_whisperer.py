@@ -6,10 +6,11 @@ from fixtures.tiny_llm import tiny_adapter_dir, tiny_embedding, tiny_llm_dir
 
 from rezcty_core.llm import templates
 from rezcty_core.llm import whisperer as w
+from rezcty_core.llm import whisperer_text as wt
 from rezcty_core.llm.model import load_llm
 from rezcty_core.sd.clip_tokens import count_clip_tokens
 
-TRIGGERS = w.parse_triggers("rezcty_style, rezcty_structure")
+TRIGGERS = wt.parse_triggers("rezcty_style, rezcty_structure")
 
 
 # -- hygiene -----------------------------------------------------------------------------------------
@@ -29,13 +30,13 @@ TRIGGERS = w.parse_triggers("rezcty_style, rezcty_structure")
     ("model train crossing a stone bridge, steam\nSteps: 20, Sampler: Euler", "model train crossing a stone bridge, steam"),
 ])
 def test_clean_generation_one_clean_line(raw, expected):
-    assert w.clean_generation(raw) == expected
+    assert wt.clean_generation(raw) == expected
 
 
 def test_cut_off_generation_drops_the_unfinished_phrase():
     raw = "a lighthouse at dusk, waves on black rocks, gulls circling, a lone keeper walk"
-    assert w.clean_generation(raw, cut_off=True) == "a lighthouse at dusk, waves on black rocks, gulls circling"
-    assert w.clean_generation(raw, cut_off=False).endswith("a lone keeper walk")
+    assert wt.clean_generation(raw, cut_off=True) == "a lighthouse at dusk, waves on black rocks, gulls circling"
+    assert wt.clean_generation(raw, cut_off=False).endswith("a lone keeper walk")
 
 
 @pytest.mark.parametrize("body, reason", [
@@ -47,56 +48,56 @@ def test_cut_off_generation_drops_the_unfinished_phrase():
     ("A lighthouse on a cliff.", "echoed"),
 ])
 def test_garbage_is_recognised(body, reason):
-    assert reason in (w.garbage_reason(body, "a lighthouse on a cliff") or "")
+    assert reason in (wt.garbage_reason(body, "a lighthouse on a cliff") or "")
 
 
 def test_good_body_is_not_garbage():
-    assert w.garbage_reason("a lone knight in moonlit armor, misty cliff at dawn", "a lighthouse on a cliff") is None
+    assert wt.garbage_reason("a lone knight in moonlit armor, misty cliff at dawn", "a lighthouse on a cliff") is None
 
 
 # -- triggers ----------------------------------------------------------------------------------------
 def test_parse_triggers_keeps_text_order_and_dedupes():
     assert TRIGGERS.words == ("rezcty_style", "rezcty_structure")
     assert TRIGGERS.suffix == "rezcty_style, rezcty_structure"
-    spaced = w.parse_triggers("rezcty_style rezcty_structure rezcty_genius")
+    spaced = wt.parse_triggers("rezcty_style rezcty_structure rezcty_genius")
     assert spaced.words == ("rezcty_style", "rezcty_structure", "rezcty_genius")
     assert spaced.suffix == "rezcty_style rezcty_structure rezcty_genius"
-    phrase = w.parse_triggers(" golden hour,\nrezcty_style , rezcty_style ")
+    phrase = wt.parse_triggers(" golden hour,\nrezcty_style , rezcty_style ")
     assert phrase.words == ("golden hour", "rezcty_style") and phrase.suffix == "golden hour, rezcty_style"
-    assert not w.parse_triggers("  ,  ")
+    assert not wt.parse_triggers("  ,  ")
 
 
 def test_compose_puts_each_trigger_once_at_the_end():
     body = "REZCTY_STYLE a castle on a hill, rezcty_structure, misty valley, rezcty_style"
-    text, truncated = w.compose(body, TRIGGERS)
+    text, truncated = wt.compose(body, TRIGGERS)
     assert text == "a castle on a hill, misty valley, rezcty_style, rezcty_structure" and not truncated
     for t in TRIGGERS.words:
-        assert w.count_trigger(text, t) == 1
+        assert wt.count_trigger(text, t) == 1
     # a word that merely contains a trigger is left alone
-    assert w.compose("rezcty_styles of old", TRIGGERS)[0] == "rezcty_styles of old, rezcty_style, rezcty_structure"
-    assert w.compose("", TRIGGERS)[0] == "rezcty_style, rezcty_structure"
-    assert w.compose("a cat", w.parse_triggers(""))[0] == "a cat"
+    assert wt.compose("rezcty_styles of old", TRIGGERS)[0] == "rezcty_styles of old, rezcty_style, rezcty_structure"
+    assert wt.compose("", TRIGGERS)[0] == "rezcty_style, rezcty_structure"
+    assert wt.compose("a cat", wt.parse_triggers(""))[0] == "a cat"
 
 
 def test_a_trigger_cut_off_mid_word_is_dropped_not_kept_beside_the_full_one():
-    triggers = w.parse_triggers("rezcty_style, rezcty_structure")
-    body = w.remove_triggers("glacier blue crystal armor on a lone knight, rezcty_", triggers)
+    triggers = wt.parse_triggers("rezcty_style, rezcty_structure")
+    body = wt.remove_triggers("glacier blue crystal armor on a lone knight, rezcty_", triggers)
     assert body == "glacier blue crystal armor on a lone knight"
-    text, _ = w.compose(body, triggers)
+    text, _ = wt.compose(body, triggers)
     assert text == "glacier blue crystal armor on a lone knight, rezcty_style, rezcty_structure"
     # a real last phrase that only shares letters with a trigger stays
-    assert w.remove_triggers("a knight, red sky", triggers) == "a knight, red sky"
-    assert w.remove_triggers("a knight, rezcty_style", triggers) == "a knight"
+    assert wt.remove_triggers("a knight, red sky", triggers) == "a knight, red sky"
+    assert wt.remove_triggers("a knight, rezcty_style", triggers) == "a knight"
 
 
 def test_keep_within_77_cuts_the_body_never_the_triggers():
     body = ", ".join(f"glowing paper lantern number {i}" for i in range(40))
-    text, truncated = w.compose(body, TRIGGERS, keep_within_77=True)
+    text, truncated = wt.compose(body, TRIGGERS, keep_within_77=True)
     assert truncated and text.endswith(", rezcty_style, rezcty_structure")
     assert count_clip_tokens(text) <= 75
     assert text.startswith("glowing paper lantern number 0, ")
     assert ", ," not in text and " number," not in text  # cut between whole phrases
-    long_text, long_trunc = w.compose(body, TRIGGERS, keep_within_77=False)
+    long_text, long_trunc = wt.compose(body, TRIGGERS, keep_within_77=False)
     assert not long_trunc and count_clip_tokens(long_text) > 75
 
 
@@ -139,7 +140,7 @@ def test_expansion_reproducible_per_seed_with_triggers_at_end(tiny):
     assert a.text == b.text and a.text != c.text
     for e in (a, c):
         assert e.text.endswith(", rezcty_style, rezcty_structure") and "\n" not in e.text
-        assert all(w.count_trigger(e.text, t) == 1 for t in TRIGGERS.words)
+        assert all(wt.count_trigger(e.text, t) == 1 for t in TRIGGERS.words)
         assert e.tokens == count_clip_tokens(e.text) > 0
 
 
@@ -168,7 +169,7 @@ def test_image_needs_a_seeing_llm_with_the_right_eye(tiny):
 def test_image_changes_what_the_whisperer_chat_predicts():
     import torch
 
-    from rezcty_core.llm.model import assemble_inputs, encode_chat
+    from rezcty_core.llm.chat import assemble_inputs, encode_chat
 
     seeing = load_llm(tiny_llm_dir(), tiny_adapter_dir("whisperer", images=True)).load()
     chat = encode_chat(seeing.tokenizer, w.whisperer_messages("a knight", has_image=True, few_shot=False))

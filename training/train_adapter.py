@@ -106,10 +106,11 @@ def load_model(args: argparse.Namespace, in_dim: int | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rezcty_core.common.precision import choose_precision
-    from rezcty_core.llm.model import _pick_device, device_map_for, print_memory_plan, quantization_config, resolve_base
+    from rezcty_core.llm.device import device_map_for, pick_device, print_memory_plan, quantization_config
+    from rezcty_core.llm.embedded import resolve_base
     from rezcty_core.llm.projector import Projector
 
-    device = _pick_device(args.device)
+    device = pick_device(args.device)
     quant_name = args.quantization if args.quantization != "auto" else ("4bit-nf4" if device == "cuda" else "none")
     args.precision = choose_precision(device, args.dtype, training=True)
     dtype = args.precision.torch_dtype
@@ -176,7 +177,7 @@ def example_order(n: int, index: int, seed: int) -> int:
 
 
 def example_inputs(example, tokenizer, model, projector, specialist: str, max_length: int, vector=None):
-    from rezcty_core.llm.model import assemble_inputs, encode_chat
+    from rezcty_core.llm.chat import assemble_inputs, encode_chat
     from rezcty_core.llm.templates import build_messages
 
     vector = example.vector if vector is None else vector
@@ -295,7 +296,7 @@ def save_adapter(out: Path, model, projector, args, base_dir: Path, quant_name: 
     from safetensors.torch import save_file
 
     from rezcty_core.llm.adapter import PROJECTOR_FILE, AdapterConfig, model_fingerprint, write_adapter_config
-    from rezcty_core.llm.model import base_display_name
+    from rezcty_core.llm.embedded import base_display_name
     from rezcty_core.llm.templates import system_role_mode, template_info
 
     out.mkdir(parents=True, exist_ok=True)
@@ -337,9 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.encode_inline:
         if any(e.image_path is None for e in train + held):
             return fail(f"{args.data}: --encode-inline needs an `image_path` on every line")
-        from rezcty_core.llm.model import _pick_device
+        from rezcty_core.llm.device import pick_device
 
-        dino, encode = inline_encoder(args, _pick_device(args.device))
+        dino, encode = inline_encoder(args, pick_device(args.device))
         in_dim = dino.dim
         data.eye = {"model": dino.name, "model_hash": dino.identity, "dim": dino.dim, "pooling": "cls"}
     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rezcty_core.llm.model import assemble_inputs, encode_chat, with_image_placeholder
+from rezcty_core.llm.chat import assemble_inputs, encode_chat, eos_token_ids, with_image_placeholder
 from rezcty_core.llm.templates import IMAGE_PLACEHOLDER
 
 SEED_MOD = 2**63
@@ -144,7 +144,7 @@ def generate_batch(llm: Any, chats: list[list[dict]], seeds: list[int], images: 
     images = list(images) if images is not None else [None] * len(chats)
     llm.load()
     model, tokenizer = llm.model, llm.tokenizer
-    eos = llm._eos_ids()
+    eos = eos_token_ids(tokenizer, model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     with torch.inference_mode():
         rows = [row_embeddings(llm, m, img) for m, img in zip(chats, images)]

@@ -16,6 +16,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from rezcty_core.llm.batching import generate_batch
+from rezcty_core.llm.chat import eos_token_ids
+from rezcty_core.llm.json_reply import JsonReply
+
 _LOCK = threading.Lock()
 _TOKENIZER_INFO: dict[int, Any] = {}
 _COMPILED: dict[tuple[int, str], Any] = {}
@@ -58,7 +62,7 @@ def compiled_grammar(llm: Any, schema: dict) -> Any:
         info = _TOKENIZER_INFO.get(_compiler_key(llm))
         if info is None:
             vocab = int(llm.model.get_output_embeddings().weight.shape[0])
-            info = xgr.TokenizerInfo.from_huggingface(llm.tokenizer, vocab_size=vocab, stop_token_ids=llm._eos_ids())
+            info = xgr.TokenizerInfo.from_huggingface(llm.tokenizer, vocab_size=vocab, stop_token_ids=eos_token_ids(llm.tokenizer, llm.model))
             _TOKENIZER_INFO.clear()  # one model at a time: drop grammars of an unloaded tokenizer
             _COMPILED.clear()
             _TOKENIZER_INFO[_compiler_key(llm)] = info
@@ -78,9 +82,6 @@ def generate_json_constrained(llm: Any, messages: list[dict], schema: dict,
                               validate: Callable[[Any], Any] | None = None, *, retries: int = 2, image: Any = None,
                               seed: int = 0, **sampling: Any) -> Any:
     """`LoadedLLM.generate_json` with the reply constrained to `schema` (a `JsonReply`)."""
-    from rezcty_core.llm.batching import generate_batch
-    from rezcty_core.llm.model import JsonReply
-
     llm.load()
     errors: list[str] = []
     raw = ""

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from rezcty_core.common.paths import embedded_dir
 from rezcty_core.common.precision import policy_dtype
-from rezcty_core.llm.embedded_qwen import QWEN_NAME
+from rezcty_core.llm.embedded import QWEN_NAME, SMOLLM2_NAME
 from rezcty_core.llm.memory_plan import GiB, plan_memory, read_config
-from rezcty_core.llm.model import EMBEDDED_NAME
 
 PREFIX = "embedded: "
 QWEN = f"{PREFIX}{QWEN_NAME}"
-SMOLLM2 = f"{PREFIX}{EMBEDDED_NAME}"
+SMOLLM2 = f"{PREFIX}{SMOLLM2_NAME}"
 # what the server holds beside the LLM while it runs (ComfyUI + torch, DINOv2-small, a batch of images)
 HEADROOM = {"cpu": int(1.5 * GiB), "cuda": int(0.75 * GiB), "mps": int(1.0 * GiB)}
 LOAD_FACTOR = 1.10  # transient copies while the weights are cast/moved at load time

