@@ -11,9 +11,8 @@ _PACK_DIR = os.path.dirname(os.path.abspath(__file__))
 if _PACK_DIR not in sys.path:
     sys.path.append(_PACK_DIR)
 
-from comfy_api.latest import ComfyExtension, io  # noqa: E402
-
 from .nodes import discover_nodes  # noqa: E402
+from .nodes.host import ComfyExtension, io  # noqa: E402
 
 
 class RezctyExtension(ComfyExtension):

@@ -11,7 +11,7 @@ import pkgutil
 def discover_nodes() -> list:
     found = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_") or info.name == "common":
+        if info.name.startswith("_") or info.name in ("common", "host"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         found.extend(getattr(module, "NODES", []))

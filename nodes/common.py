@@ -1,16 +1,15 @@
 """Shared node plumbing: custom types, model folders, folder-model combos, image conversion."""
 from __future__ import annotations
 
-import logging
 import os
 
-import folder_paths
-from comfy_api.latest import io
+from . import host
+from .host import io
 
 CATEGORY = "rezcty"
 EMBEDDED_PREFIX = "embedded: "
 
-# Custom socket types (CONTRACT.md): prefixed REZCTY_ so they never clash with other packs.
+# Custom socket types (docs/CONTRACT.md): prefixed REZCTY_ so they never clash with other packs.
 DinoType = io.Custom("REZCTY_DINO")
 EmbeddingType = io.Custom("REZCTY_EMBEDDING")
 LLMType = io.Custom("REZCTY_LLM")
@@ -18,41 +17,13 @@ LLMType = io.Custom("REZCTY_LLM")
 # Model folders the pack adds under ComfyUI's models/ (HF-format folders, one per model).
 PACK_MODEL_FOLDERS = ("dinov2", "LLM", "rezcty_adapters")
 for _name in PACK_MODEL_FOLDERS:
-    folder_paths.add_model_folder_path(_name, os.path.join(folder_paths.models_dir, _name))
-
-
-def _chain_release_on_comfy_unload() -> None:
-    """ComfyUI's `/free` (unload_models) also releases rezcty's DINOv2 and LLM caches.
-
-    Those models are not ComfyUI ModelPatchers, so ComfyUI cannot see them; chaining our release
-    onto `unload_all_models` lets a factory line hand the whole GPU to the next one.
-    """
-    import comfy.model_management as mm
-
-    original = mm.unload_all_models
-    if getattr(original, "_rezcty_chained", False):
-        return
-
-    def unload_all_models(*args, **kwargs):
-        from rezcty_core.eye import dinov2 as vision
-        from rezcty_core.llm import model as llm
-
-        vision.unload_all()
-        llm.unload_all()
-        logging.info("rezcty: released cached DINOv2 and LLM models")
-        return original(*args, **kwargs)
-
-    unload_all_models._rezcty_chained = True
-    mm.unload_all_models = unload_all_models
-
-
-_chain_release_on_comfy_unload()
+    host.add_model_folder(_name)
 
 
 def list_model_dirs(folder: str) -> list[str]:
     """Sub-folders (HF `save_pretrained` layout) of every path registered for `folder`."""
     names: set[str] = set()
-    for root in folder_paths.get_folder_paths(folder):
+    for root in host.model_folder_paths(folder):
         if not os.path.isdir(root):
             continue
         for entry in os.scandir(root):
@@ -63,16 +34,16 @@ def list_model_dirs(folder: str) -> list[str]:
 
 def resolve_model_dir(folder: str, name: str) -> str:
     """Absolute path of a model folder chosen in a combo; a clear error when it is gone."""
-    for root in folder_paths.get_folder_paths(folder):
+    for root in host.model_folder_paths(folder):
         path = os.path.join(root, name)
         if os.path.isdir(path):
             return path
-    searched = ", ".join(folder_paths.get_folder_paths(folder))
+    searched = ", ".join(host.model_folder_paths(folder))
     raise FileNotFoundError(f"model folder '{name}' not found under models/{folder} (searched: {searched})")
 
 
 def output_dir() -> str:
-    return folder_paths.get_output_directory()
+    return host.output_directory()
 
 
 def images_to_uint8(images) -> list:

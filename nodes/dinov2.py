@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import os
 
-import comfy.utils
-from comfy_api.latest import io, ui
-
 from rezcty_core.eye import dinov2 as vision
 from rezcty_core.eye.dinov2_onnx import EMBEDDED_NAME
 
+from . import host
 from .common import (
     CATEGORY,
     EMBEDDED_PREFIX,
@@ -19,6 +17,7 @@ from .common import (
     output_dir,
     resolve_model_dir,
 )
+from .host import io, ui
 
 EMBEDDED_CHOICE = f"{EMBEDDED_PREFIX}{EMBEDDED_NAME}"
 # Features cached by the node live with the server's outputs, never in the repo; `training.precompute_dinov2
@@ -34,10 +33,8 @@ def make_room_on_gpu(dino) -> None:
     """Before the weights first go to the GPU, let ComfyUI offload its own models (a 16 GB T4 holds SD too)."""
     if dino.is_loaded or not dino.device.startswith("cuda"):
         return
-    import comfy.model_management as mm
-
     try:
-        mm.free_memory(dino.weights_bytes() * 1.2, mm.get_torch_device())
+        host.free_memory(dino.weights_bytes() * 1.2)
     except Exception as e:  # best effort: loading still works, ComfyUI just keeps its models
         print(f"[rezcty] DINOv2: could not ask ComfyUI for GPU memory: {e}")
 
@@ -98,7 +95,7 @@ class RezctyDINOv2Embed(io.ComfyNode):
     def execute(cls, dino, image, pooling: str, use_cache: bool, resolution: int = 0) -> io.NodeOutput:
         frames = images_to_uint8(image)
         make_room_on_gpu(dino)
-        bar = comfy.utils.ProgressBar(len(frames))
+        bar = host.progress_bar(len(frames))
         embeddings = vision.embed_images(
             dino, frames, pooling=pooling, resolution=resolution or None,
             cache_dir=node_cache_dir() if use_cache else None,

@@ -5,13 +5,12 @@ embedding itself is injected by ComfyUI's own tokenizer (`embedding:FILE`). See 
 """
 from __future__ import annotations
 
-import folder_paths
-from comfy_api.latest import io, ui
-
 from rezcty_core.sd import ti_embedding
 from rezcty_core.sd.lora_meta import EMBEDDING_WEIGHT_RANGE
 
+from . import host
 from .common import CATEGORY
+from .host import io, ui
 from .lora import TRIGGERS_ATTACHMENT
 
 BRIEF_LORA_TRIGGERS = ["rezcty_style", "rezcty_structure"]
@@ -58,7 +57,7 @@ class RezctyEmbeddingBridge(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         lo, hi = EMBEDDING_WEIGHT_RANGE
-        embeddings = folder_paths.get_filename_list("embeddings")
+        embeddings = host.model_filenames("embeddings")
         return io.Schema(
             node_id="RezctyEmbeddingBridge",
             display_name="Embedding Bridge",
@@ -90,7 +89,7 @@ class RezctyEmbeddingBridge(io.ComfyNode):
         if embedding == NONE:  # the plain prompt, as CLIPTextEncode would encode it
             cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
             return io.NodeOutput(cond, text, ui=ui.PreviewText(f"no embedding (none)\nencoded: {text}"))
-        path = folder_paths.get_full_path_or_raise("embeddings", embedding)
+        path = host.model_file_path_or_raise("embeddings", embedding)
         emb = ti_embedding.load_ti_embedding(path, expected_width=clip_width(clip))
         if any(c.isspace() for c in embedding):
             raise ValueError(f"Embedding Bridge: ComfyUI cannot refer to '{embedding}' (it contains spaces); "

@@ -1,13 +1,12 @@
 """LLM Loader: a base LLM (+ optional rezcty adapter) for the Whisperer, QC Judge and Metadata Writer."""
 from __future__ import annotations
 
-from comfy_api.latest import io, ui
-
 from rezcty_core.llm import model as core
 from rezcty_core.llm.device import QUANTIZATIONS
 from rezcty_core.llm.embedded import QWEN_NAME, SMOLLM2_NAME
 
 from .common import CATEGORY, EMBEDDED_PREFIX, LLMType, list_model_dirs, resolve_model_dir
+from .host import io, ui
 
 EMBEDDED_CHOICE = f"{EMBEDDED_PREFIX}{SMOLLM2_NAME}"
 QWEN_CHOICE = f"{EMBEDDED_PREFIX}{QWEN_NAME}"

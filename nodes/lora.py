@@ -3,15 +3,11 @@ from __future__ import annotations
 
 import os
 
-import comfy.lora
-import comfy.lora_convert
-import comfy.utils
-import folder_paths
-from comfy_api.latest import io, ui
-
 from rezcty_core.sd import lora_meta
 
+from . import host
 from .common import CATEGORY
+from .host import io, ui
 
 NONE = "none"
 TRIGGERS_ATTACHMENT = "rezcty_lora_triggers"  # read by the Embedding Bridge (trigger clash warning)
@@ -25,8 +21,7 @@ def _load(path: str) -> tuple[dict, dict]:
     if key not in _FILE_CACHE:
         if len(_FILE_CACHE) >= 4:
             _FILE_CACHE.pop(next(iter(_FILE_CACHE)))
-        sd, meta = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
-        _FILE_CACHE[key] = (sd, meta or {})
+        _FILE_CACHE[key] = host.load_torch_file(path)
     return _FILE_CACHE[key]
 
 
@@ -57,10 +52,7 @@ def _prod(shape) -> int:
 def apply_lora(model, clip, path: str, strength_model: float, strength_clip: float):
     """Like comfy.sd.load_lora_for_models, but also counts the keys that fit neither model nor CLIP."""
     sd, meta = _load(path)
-    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
-    key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
-    sd = comfy.lora_convert.convert_lora(sd)
-    patches = comfy.lora.load_lora(sd, key_map, log_missing=False)
+    patches, key_map, sd = host.lora_patches(model, clip, sd)
     if strength_model != 0:
         model = model.clone()
         model.add_patches(patches, strength_model)
@@ -85,7 +77,7 @@ def _strength(id_: str, default: float, slot: str, part: str) -> io.Float.Input:
 class RezctyDualLoraLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        loras = [NONE] + folder_paths.get_filename_list("loras")
+        loras = [NONE] + host.model_filenames("loras")
         return io.Schema(
             node_id="RezctyDualLoraLoader",
             display_name="Dual LoRA Loader",
@@ -126,7 +118,7 @@ class RezctyDualLoraLoader(io.ComfyNode):
             if s_model == 0 and s_clip == 0:
                 notes.append(f"{slot} LoRA '{name}' is off (both strengths 0)")
                 continue
-            path = folder_paths.get_full_path_or_raise("loras", name)
+            path = host.model_file_path_or_raise("loras", name)
             model, clip, meta, unmatched, total, bad_shape = apply_lora(model, clip, path, s_model, s_clip)
             info = lora_meta.lora_triggers(path, meta)
             words += info.words

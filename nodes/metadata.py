@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 
-import folder_paths
-from comfy_api.latest import io
-
 from rezcty_core.stock import categories, provenance, writer
 
+from . import host
 from .common import CATEGORY, EmbeddingType, LLMType, images_to_uint8, output_dir
+from .host import io
 
 
 def _model_hashes(models: list[dict]) -> list[dict]:
@@ -17,7 +16,7 @@ def _model_hashes(models: list[dict]) -> list[dict]:
     for model in models:
         entry = dict(model)
         try:
-            path = folder_paths.get_full_path(model["folder"], model["name"])
+            path = host.model_file_path(model["folder"], model["name"])
             entry["sha256"] = provenance.file_sha256(path) if path else None
         except Exception as e:  # an unknown folder or unreadable file never stops the writer
             entry["sha256"] = None

@@ -9,23 +9,22 @@ import json
 import os
 import time
 
-import folder_paths
 import torch
-from comfy_api.latest import io
-from comfy_execution.graph_utils import ExecutionBlocker
 
 from rezcty_core.qc import contact_sheet
 from rezcty_core.qc.batch import judge_batch
 from rezcty_core.qc.profiles import list_profiles, load_profile
 
+from . import host
 from .common import CATEGORY, EmbeddingType, LLMType, images_to_uint8
+from .host import ExecutionBlocker, io
 
 QC_FOLDER = "rezcty_qc"  # under ComfyUI's output/: history.jsonl and the contact sheets
 
 
 def user_profile_dirs() -> list[str]:
     """User profiles: `<ComfyUI user dir>/rezcty/qc_profiles/` and any folders in $REZCTY_QC_PROFILES."""
-    dirs = [os.path.join(folder_paths.get_user_directory(), "rezcty", "qc_profiles")]
+    dirs = [os.path.join(host.user_directory(), "rezcty", "qc_profiles")]
     dirs += [d for d in os.environ.get("REZCTY_QC_PROFILES", "").split(os.pathsep) if d]
     return dirs
 
@@ -73,7 +72,7 @@ class RezctyQCJudge(io.ComfyNode):
     def execute(cls, images: torch.Tensor, profile: str, llm=None, image_embedding=None) -> io.NodeOutput:
         prof = load_profile(profile, user_profile_dirs())
         frames = images_to_uint8(images)
-        out_dir = os.path.join(folder_paths.get_output_directory(), QC_FOLDER)
+        out_dir = os.path.join(host.output_directory(), QC_FOLDER)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         try:
             entries = judge_batch(frames, prof, embeddings=image_embedding, llm=llm,

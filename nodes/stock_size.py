@@ -1,11 +1,10 @@
 """Stock Size: an aspect preset -> the SD 1.5 base size for the first pass and the exact Adobe Stock target size."""
 from __future__ import annotations
 
-from comfy_api.latest import io
-
 from rezcty_core.sd import presets
 
 from .common import CATEGORY
+from .host import io
 
 
 def _preset_table() -> str:

@@ -12,15 +12,15 @@ This module
 """
 from __future__ import annotations
 
-import folder_paths
-
 from rezcty_core.sd.upscaler import embedded_upscaler_dir
 
-folder_paths.add_model_folder_path("upscale_models", str(embedded_upscaler_dir()))
+from . import host
+
+host.add_model_folder("upscale_models", str(embedded_upscaler_dir()))
 
 
 def load_error_message(model_name: str, error: BaseException) -> str:
-    path = folder_paths.get_full_path("upscale_models", model_name) or f"models/upscale_models/{model_name}"
+    path = host.model_file_path("upscale_models", model_name) or f"models/upscale_models/{model_name}"
     reason = " ".join(str(error).split())
     cut = reason.find(" File path:")  # core appends the path and advice after its first line
     reason = (reason[:cut] if cut > 0 else reason)[:300] or "no detail"
@@ -30,9 +30,7 @@ def load_error_message(model_name: str, error: BaseException) -> str:
 
 
 def _name_the_file_on_load_errors() -> None:
-    import nodes as comfy_nodes
-
-    core = comfy_nodes.NODE_CLASS_MAPPINGS.get("UpscaleModelLoader")
+    core = host.core_node_class("UpscaleModelLoader")
     original = getattr(core, "execute", None)
     if original is None or getattr(original, "_rezcty_names_file", False):
         return

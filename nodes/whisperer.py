@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import logging
 
-from comfy_api.latest import io, ui
-
 from rezcty_core.llm import whisperer as core
 
 from .common import CATEGORY, EmbeddingType, LLMType
+from .host import io, ui
 
 log = logging.getLogger("rezcty.whisperer")
 

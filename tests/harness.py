@@ -22,11 +22,11 @@ CACHE = REPO / ".comfyui" / "cache"
 sys.path.insert(0, str(REPO / "tools"))
 from comfy_server import IMPORT_FAILURE_PATTERNS, ComfyProcess, ComfyStartError, free_port  # noqa: E402, F401
 
-# node ids fixed by ../shared/CONTRACT.md
+# node ids fixed by docs/CONTRACT.md
 CONTRACT_NODES = [
     "RezctyDINOv2Loader", "RezctyDINOv2Embed", "RezctyLLMLoader", "RezctyWhispererExpand",
     "RezctyQCJudge", "RezctyMetadataWriter", "RezctyDualLoraLoader", "RezctyEmbeddingBridge",
-    "RezctyStockSize",  # issue 16: line 2's aspect preset -> base size + exact stock size (not in CONTRACT.md yet)
+    "RezctyStockSize",  # issue 16: line 2's aspect preset -> base size + exact stock size
 ]
 
 

@@ -48,6 +48,23 @@ def test_core_never_imports_comfyui():
     assert offenders == []
 
 
+def test_nodes_reach_comfyui_only_through_the_host_module():
+    """One file to read when ComfyUI changes: nodes/host.py; every other node module imports it, not ComfyUI."""
+    offenders = []
+    for path in [REPO / "__init__.py", *sorted((REPO / "nodes").glob("*.py"))]:
+        if path.name == "host.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno} imports {n}" for n in names
+                          if n.split(".")[0] in COMFY_MODULES]
+    assert offenders == [], "import ComfyUI through nodes/host.py:\n" + "\n".join(offenders)
+
+
 # rezcty_core's packages, lowest first: a package imports only from packages of a lower rank (or itself)
 LAYERS = {"common": 0, "sd": 1, "eye": 2, "llm": 2, "qc": 3, "stock": 3, "factory": 4}
 

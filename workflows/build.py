@@ -67,7 +67,7 @@ SCHEMAS: dict[str, Schema] = {
     "SaveImage": _s("images:IMAGE, filename_prefix:STRING", "images:IMAGE"),
     "LoadImage": _s("image:COMBO", "IMAGE:IMAGE, MASK:MASK"),
     "PreviewAny": _s("source:*", "STRING:STRING"),
-    # rezcty (CONTRACT.md)
+    # rezcty (docs/CONTRACT.md)
     "RezctyDINOv2Loader": _s("model:COMBO, device:COMBO, dtype:COMBO", "dino:REZCTY_DINO"),
     "RezctyDINOv2Embed": _s("dino:REZCTY_DINO, image:IMAGE, pooling:COMBO, use_cache:BOOLEAN, resolution:INT?",
                             "embedding:REZCTY_EMBEDDING"),

