@@ -294,7 +294,7 @@ def render_row(agency: Agency, record: dict, budget: int | None = None) -> list[
         elif value == "ai_category":
             cell = str(agency.ai.get("category") or "")
         elif value == "prompt":
-            prompt = record.get("prompt_clean") or (record.get("reproducibility") or {}).get("prompt") or title
+            prompt = record.get("prompt_clean") or title  # never the raw prompt: triggers, artists, weights
             cell = clip(_drop(str(prompt), limits.get("drop_characters", "")), limits.get("prompt_max"))
         else:  # ai_model
             cell = str(agency.ai.get("model") or "")
