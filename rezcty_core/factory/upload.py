@@ -66,7 +66,8 @@ def chosen_agencies(metas: list[dict], agencies: str | list[str] | None,
 
 def _agency_rows(agency: Agency, output_dir: Path, csv_name: str) -> dict[str, list[str]]:
     """Rows of the writer's series for this agency (Adobe's is csv_name), by image key, in the header's order."""
-    path = output_dir / (csv_name if agency.key == "adobe_stock" else agency.file_name)
+    adobe = output_dir / csv_name
+    path = adobe if agency.key == "adobe_stock" else adobe.parent / agency.file_name  # the writer puts them beside
     try:
         rows = agency_csv.read_series(agency, path)
     except OSError:
