@@ -57,17 +57,22 @@ def is_passed(record: dict) -> bool:
     return verdict != "reject" and "rejected" not in Path(str(record.get("subfolder", ""))).parts
 
 
-def rows_for(agency: Agency, records: list[dict], budget: int | None = None) -> list[list[str]]:
-    """One row per passed image, in order; a second image with the same name (key) gets none."""
-    rows, seen = [], set()
+def rows_for(agency: Agency, records: list[dict], budget: int | None = None,
+             problems: list[str] | None = None) -> list[list[str]]:
+    """One row per passed image, in order; a second image with the same name (key) gets none (a problem line:
+    only outputs written before names were claimed can hold one)."""
+    rows, seen = [], {}
     for record in records:
         if not is_passed(record):
             continue
         row = render_row(agency, record, budget)
         key = agency_csv.key_of(agency, row)
-        if key not in seen:
-            seen.add(key)
-            rows.append(row)
+        if key in seen:
+            if problems is not None:
+                problems.append(f"{record.get('_sidecar')}: '{key}' is already the row of {seen[key]}; left out")
+            continue
+        seen[key] = record.get("_sidecar")
+        rows.append(row)
     return rows
 
 
@@ -96,7 +101,7 @@ def export_agency(name: str, output_dir: str | Path, out: str | Path, budget: in
         if not low <= budget <= high:
             raise AgencyError(f"--keywords {budget}: {agency.key} takes {low} to {high} keywords")
     found = read_sidecars(output_dir)
-    rows = rows_for(agency, found.records, budget)
+    rows = rows_for(agency, found.records, budget, found.problems)
     files = agency_csv.write_series(agency, Path(out), rows)
     skipped = sum(1 for r in found.records if not is_passed(r))
     return ExportResult(agency, files, len(rows), skipped, found.problems)
