@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
 
 from rezcty_core.stock import categories, provenance, writer
 
 from . import host
 from .common import CATEGORY, EmbeddingType, LLMType, images_to_uint8, output_dir
 from .host import io
+
+
+def user_agency_dirs() -> list[str]:
+    """User agency data files: `<ComfyUI user dir>/rezcty/agencies/` (merged onto the built-ins of the same name)."""
+    return [os.path.join(host.user_directory(), "rezcty", "agencies")]
 
 
 def _model_hashes(models: list[dict]) -> list[dict]:
@@ -33,7 +39,8 @@ class RezctyMetadataWriter(io.ComfyNode):
             display_name="Metadata Writer",
             category=f"{CATEGORY}/stock",
             description="Saves each image as an Adobe Stock JPEG (sRGB, quality 95) with title, description, keywords "
-                        "and category embedded as XMP + IPTC, a JSON sidecar, and a row in Adobe's upload CSV.",
+                        "and category embedded as XMP + IPTC, a JSON sidecar, and a row in each chosen agency's "
+                        "upload CSV (Adobe's by default).",
             inputs=[
                 io.Image.Input("images", tooltip="The finished (upscaled, >= 4 MP) images."),
                 io.String.Input("prompt", multiline=True, default="",
@@ -54,6 +61,11 @@ class RezctyMetadataWriter(io.ComfyNode):
                                     tooltip="DINOv2 embeddings of the images, shown to an LLM that can see."),
                 io.String.Input("qc_report", optional=True, force_input=True,
                                 tooltip="The QC Judge's report: rejected images go to rejected/ and not into the CSV."),
+                io.String.Input("agencies", optional=True, default="adobe_stock",
+                                tooltip="Comma list of agencies that take AI images: adobe_stock, freepik, 123rf, "
+                                        "dreamstime. One <agency>.csv each beside csv_name (Adobe's is csv_name). "
+                                        "'freepik:40' sets that agency's keyword budget. Agencies that refuse AI "
+                                        "content (shutterstock, alamy, depositphotos, pond5, getty_istock) are refused."),
             ],
             outputs=[io.String.Output(display_name="metadata_json")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -62,13 +74,14 @@ class RezctyMetadataWriter(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, prompt: str, filename_prefix: str, csv_name: str, category: str, llm=None,
-                image_embedding=None, qc_report: str | None = None) -> io.NodeOutput:
+                image_embedding=None, qc_report: str | None = None, agencies: str | None = None) -> io.NodeOutput:
         generation = provenance.generation_params(cls.hidden.prompt)
         generation["models"] = _model_hashes(generation["models"])
         generation["upscaler"] = provenance.upscaler_record(generation["models"])
         workflow = {"prompt": cls.hidden.prompt, **(cls.hidden.extra_pnginfo or {})}
         options = writer.WriteOptions(filename_prefix=filename_prefix, csv_name=csv_name, category=category,
-                                      qc_report=qc_report, generation=generation, workflow=workflow)
+                                      qc_report=qc_report, generation=generation, workflow=workflow,
+                                      agencies=agencies or "adobe_stock", agency_dirs=user_agency_dirs())
         embeddings = list(image_embedding) if isinstance(image_embedding, (list, tuple)) else (
             [image_embedding] if image_embedding is not None else None)
         results = writer.write_batch(images_to_uint8(images), prompt, output_dir(), options, llm=llm,

@@ -5,6 +5,7 @@
         (--ideas FILE | --prompts FILE.json | --images DIR) [--bind NODE.INPUT] [--set ...]
     python -m rezcty_core.client check WORKFLOW_API.json --server URL [--set ...]
     python -m rezcty_core.client free --server URL
+    python -m rezcty_core.client export --agency NAME --from OUTPUT_DIR --out FILE [--keywords N]
 
 Before anything is queued the graph is checked against the server's /object_info: unknown
 (missing) node types, missing models, bad combo values, out-of-range numbers and broken links are
@@ -145,6 +146,26 @@ def cmd_free(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """One agency's upload CSV rebuilt from the Metadata Writer's sidecars (no server needed)."""
+    from rezcty_core.stock.agencies import AgencyError, AgencyRefused
+    from rezcty_core.stock.export import export_agency
+
+    if not Path(args.source).is_dir():
+        raise ClientError(f"export: --from {args.source}: no such folder (give ComfyUI's output folder)")
+    try:
+        result = export_agency(args.agency, args.source, args.out, args.keywords, args.agencies_dir)
+    except AgencyRefused as e:
+        print(f"export refused: {e}", file=sys.stderr)
+        return 3
+    except AgencyError as e:
+        raise ClientError(f"export: {e}") from None
+    print(result.line())
+    for problem in result.problems:
+        print(f"  warning: {problem}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m rezcty_core.client", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -191,12 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = sub.add_parser("free", help="unload models on the server(s) (between lines)")
     common(p, workflow=False)
+    p = sub.add_parser("export", help="rebuild one agency's upload CSV from the written images' sidecars")
+    p.add_argument("--agency", required=True, help="adobe_stock, freepik, 123rf, dreamstime (rezcty_core/data/agencies)")
+    p.add_argument("--from", dest="source", required=True, metavar="OUTPUT_DIR",
+                   help="ComfyUI's output folder (every sidecar under it; rejected images get no row)")
+    p.add_argument("--out", required=True, help="the CSV to write (replaced; FILE_2.csv ... past the rows per file)")
+    p.add_argument("--keywords", type=int, default=None, metavar="N", help="keyword budget (default: the data file's)")
+    p.add_argument("--agencies-dir", action="append", default=[], metavar="DIR",
+                   help="a folder of your own agency data files (merged onto the built-ins)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "check": cmd_check, "batch": cmd_batch, "free": cmd_free}[args.command]
+    handler = {"run": cmd_run, "check": cmd_check, "batch": cmd_batch, "free": cmd_free,
+               "export": cmd_export}[args.command]
     try:
         return handler(args)
     except ClientError as e:

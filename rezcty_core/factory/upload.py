@@ -1,11 +1,13 @@
-"""The upload set: only the images QC passed, with an Adobe CSV naming exactly those files, in one folder.
+"""The upload set: only the images QC passed, with each chosen agency's CSV naming exactly those files, in one folder.
 
 The Metadata Writer keeps passed JPEGs in `output/<folder>/`, rejected ones in `output/<folder>/rejected/`, a JSON
-sidecar beside each and one growing CSV series in `output/`. `build_upload_set` turns that (plus the QC verdicts in
-the sidecars) into a folder ready for Adobe's uploader, and is safe to call again: the folder is brought back to
-exactly the passed set each time (a file no longer passed is removed, nothing is copied twice).
+sidecar beside each and one growing CSV series per chosen agency in `output/`. `build_upload_set` turns that (plus
+the QC verdicts in the sidecars) into a folder ready for the agencies' uploaders, and is safe to call again: the
+folder is brought back to exactly the passed set each time (a file no longer passed is removed, nothing is copied
+twice). The agencies are the ones the sidecars say their rows went to (the writer's `agencies` input), or `agencies`.
 
     python -m rezcty_core.factory.upload OUTPUT_DIR UPLOAD_DIR [--folder stock] [--csv-name adobe_stock.csv]
+        [--agencies adobe_stock,freepik]
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rezcty_core.stock import adobe_csv
+from rezcty_core.stock import agency_csv
+from rezcty_core.stock.agencies import Agency, key_of, parse_agencies, render_row
 
 JPEG_EXTS = (".jpg", ".jpeg")
 
@@ -49,26 +52,43 @@ def _image_of(sidecar: Path) -> Path:
     return jpg if jpg.exists() else sidecar.with_suffix(".jpeg")
 
 
-def csv_rows_by_name(output_dir: Path, csv_name: str = "adobe_stock.csv") -> dict[str, dict]:
-    """Every row of the Metadata Writer's CSV series (`adobe_stock.csv`, `adobe_stock_2.csv`, ...), by file name."""
-    rows: dict[str, dict] = {}
-    index = 1
-    while (path := adobe_csv.series_path(output_dir / csv_name, index)).exists():
-        for row in adobe_csv.read_rows(path):
-            if row.get("Filename"):
-                rows[row["Filename"]] = row
-        index += 1
-    return rows
+def chosen_agencies(metas: list[dict], agencies: str | list[str] | None,
+                    agency_dirs: list[str | Path] | None = None) -> list[Agency]:
+    """The agencies given, else every agency a passed image's sidecar has a row in (Adobe for older sidecars)."""
+    if agencies is None:
+        names = ["adobe_stock"]
+        for meta in metas:
+            names += [k for k in (meta.get("agencies") or {}) if k not in names]
+        agencies = names
+    text = agencies if isinstance(agencies, str) else ",".join(agencies)
+    return [c.agency for c in parse_agencies(text, agency_dirs)]
+
+
+def _agency_rows(agency: Agency, output_dir: Path, csv_name: str) -> dict[str, list[str]]:
+    """Rows of the writer's series for this agency (Adobe's is csv_name), by image key, in the header's order."""
+    adobe = output_dir / csv_name
+    path = adobe if agency.key == "adobe_stock" else adobe.parent / agency.file_name  # the writer puts them beside
+    try:
+        rows = agency_csv.read_series(agency, path)
+    except OSError:
+        return {}
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        cells = [row.get(h, "") for h in agency.headers]
+        if key_of(agency, cells):
+            out[key_of(agency, cells)] = cells
+    return out
 
 
 def build_upload_set(output_dir: str | Path, upload_dir: str | Path, folder: str = "stock",
-                     csv_name: str = "adobe_stock.csv") -> UploadSet:
-    """Copy the passed JPEGs of `output_dir/folder` into `upload_dir` with their CSV rows; count every verdict."""
+                     csv_name: str = "adobe_stock.csv", agencies: str | list[str] | None = None,
+                     agency_dirs: list[str | Path] | None = None) -> UploadSet:
+    """Copy the passed JPEGs of `output_dir/folder` into `upload_dir` with each agency's CSV rows for exactly them;
+    count every verdict. A passed image missing from an agency's CSV gets its row made from its sidecar."""
     output_dir, upload_dir = Path(output_dir), Path(upload_dir)
     source = output_dir / folder
     result = UploadSet(upload_dir)
     upload_dir.mkdir(parents=True, exist_ok=True)
-    rows = csv_rows_by_name(output_dir, csv_name)
     chosen: dict[str, tuple[Path, dict]] = {}
     for sidecar in _sidecars(source) if source.is_dir() else []:
         try:
@@ -88,14 +108,10 @@ def build_upload_set(output_dir: str | Path, upload_dir: str | Path, folder: str
         if verdict != "pass" or in_rejected:
             continue
         image = _image_of(sidecar)
-        row = rows.get(image.name)
-        if row is None:
-            result.problems.append(f"{image}: passed but has no row in {csv_name}; image left out")
-            continue
         if image.name in chosen:
             result.problems.append(f"{image}: the name is already used by {chosen[image.name][0]}; image left out")
             continue
-        chosen[image.name] = (image, row)
+        chosen[image.name] = (image, meta)
 
     for old in upload_dir.iterdir():  # the folder holds exactly the passed set, also after a re-run
         stale = old.suffix.lower() in JPEG_EXTS and old.name not in chosen
@@ -106,23 +122,18 @@ def build_upload_set(output_dir: str | Path, upload_dir: str | Path, folder: str
         if not dest.exists() or dest.stat().st_size != image.stat().st_size:
             shutil.copy2(image, dest)
         result.images.append(name)
-    upload_rows = [adobe_csv.StockRow(name, row.get("Title", ""), [k.strip() for k in row.get("Keywords", "").split(",")
-                                                                    if k.strip()], int(row.get("Category") or 0) or 1,
-                                      row.get("Releases", "")) for name, (_, row) in sorted(chosen.items())]
-    result.csv_files = write_csv_series(upload_dir / csv_name, upload_rows)
+    for agency in chosen_agencies([m for _, m in chosen.values()], agencies, agency_dirs) if chosen else []:
+        written = _agency_rows(agency, output_dir, csv_name)
+        rows = []
+        for name, (_, meta) in sorted(chosen.items()):
+            row = written.get(name if "filename" in agency.values else Path(name).stem)
+            if row is None:  # e.g. an agency chosen after these images were written
+                row = render_row(agency, {**meta, "filename": name})
+                result.problems.append(f"{name}: no row in the written {agency.file_name}; made from its sidecar")
+            rows.append(row)
+        out_name = csv_name if agency.key == "adobe_stock" else agency.file_name
+        result.csv_files += agency_csv.write_series(agency, upload_dir / Path(out_name).name, rows)
     return result
-
-
-def write_csv_series(csv_path: Path, rows: list[adobe_csv.StockRow]) -> list[Path]:
-    """A fresh CSV series (header + at most 5,000 rows per file) holding exactly `rows`; nothing else left beside."""
-    written = []
-    for n, start in enumerate(range(0, len(rows), adobe_csv.MAX_ROWS), 1):
-        path = adobe_csv.series_path(csv_path, n)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes((adobe_csv.HEADER_LINE + "\n").encode() + adobe_csv.encode_rows(rows[start:start + adobe_csv.MAX_ROWS]))
-        tmp.replace(path)
-        written.append(path)
-    return written
 
 
 def write_sheet(result: UploadSet, folder: str | Path, stem: str = "contact_sheet") -> tuple[Path, Path] | None:
@@ -154,11 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("upload_dir", type=Path)
     ap.add_argument("--folder", default="stock", help="the Metadata Writer's filename_prefix folder")
     ap.add_argument("--csv-name", default="adobe_stock.csv")
+    ap.add_argument("--agencies", default=None,
+                    help="comma list (default: every agency the Metadata Writer wrote rows for)")
     args = ap.parse_args(argv)
     if not args.output_dir.is_dir():
         print(f"upload: {args.output_dir}: no such folder", file=sys.stderr)
         return 2
-    result = build_upload_set(args.output_dir, args.upload_dir, args.folder, args.csv_name)
+    try:
+        result = build_upload_set(args.output_dir, args.upload_dir, args.folder, args.csv_name, args.agencies)
+    except ValueError as e:  # an unknown agency, or one that refuses AI content: one line
+        print(f"upload: {e}", file=sys.stderr)
+        return 2
     print("\n".join(result.lines()))
     return 0
 

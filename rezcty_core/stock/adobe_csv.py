@@ -87,21 +87,54 @@ def inside(root: Path, path: Path) -> Path:
     return resolved
 
 
-def reserve_filename(folder: Path, stem: str, ext: str = ".jpg") -> Path:
-    """Create (empty, exclusively) and return `folder/<stem>_<n><ext>`, unique and <= 30 characters."""
+CLAIMS_DIR = ".rezcty_names"  # under the output folder: one empty file per name ever given, created O_EXCL
+
+
+def _short(stem: str, digits: str, ext: str) -> str:
+    room = MAX_FILENAME - len(ext) - 1 - len(digits)
+    if room < 1:
+        raise ValueError(f"no free file name left for '{stem}'")
+    short = stem[:room]
+    if len(stem) > room and "-" in short and len(short.rsplit("-", 1)[0]) >= room // 2:
+        short = short.rsplit("-", 1)[0]  # end at a word
+    return short.rstrip("-_.") or "image"
+
+
+def _numbers(folder: Path, short: str, ext: str) -> list[int]:
+    pattern = re.compile(rf"^{re.escape(short)}_(\d+){re.escape(ext)}$")
+    try:
+        return [int(m.group(1)) for entry in os.scandir(folder) if (m := pattern.match(entry.name))]
+    except OSError:  # a folder that does not exist (yet) holds no name
+        return []
+
+
+def reserve_filename(folder: Path, stem: str, ext: str = ".jpg", claims: Path | None = None,
+                     also: tuple[Path, ...] | list[Path] = ()) -> Path:
+    """Create (empty, exclusively) and return `folder/<stem>_<n><ext>`, ASCII and <= 30 characters.
+
+    With `claims` (a folder), the name is first claimed there with an O_EXCL create, so it is unique across every
+    folder that shares the claims folder (verdict folders, runs, servers writing to one output folder) and never
+    given twice, even after the image was moved or deleted. `also` lists folders whose existing names (written
+    before claims existed) are skipped too.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     stem = ascii_slug(stem).lower() or "image"
-    pattern = re.compile(rf"^{re.escape(stem[:1])}.*_(\d+){re.escape(ext)}$")
-    counter = 1 + max((int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))), default=0)
+    shorts = {_short(stem, "0" * width, ext) for width in (4, 5, 6)}
+    used = [n for short in shorts for d in (folder, *also) for n in _numbers(d, short, ext)]
+    if claims is not None:
+        used += [n for short in shorts for n in _numbers(claims / short, short, ext)]
+    counter = 1 + max(used, default=0)
     while True:
         digits = f"{counter:04d}"
-        room = MAX_FILENAME - len(ext) - 1 - len(digits)
-        if room < 1:
-            raise ValueError(f"no free file name left for '{stem}' in {folder}")
-        short = stem[:room]
-        if len(stem) > room and "-" in short and len(short.rsplit("-", 1)[0]) >= room // 2:
-            short = short.rsplit("-", 1)[0]  # end at a word
-        name = f"{short.rstrip('-_.') or 'image'}_{digits}{ext}"
+        short = _short(stem, digits, ext)
+        name = f"{short}_{digits}{ext}"
+        if claims is not None:
+            (claims / short).mkdir(parents=True, exist_ok=True)
+            try:
+                os.close(os.open(claims / short / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:  # another writer (this process, another prompt, another server) has it
+                counter += 1
+                continue
         path = folder / name
         try:
             with open(path, "xb"):

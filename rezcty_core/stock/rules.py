@@ -15,6 +15,7 @@ from rezcty_core.common.blocklists import Blocklist, load_blocklist
 from rezcty_core.stock import categories, keywords
 from rezcty_core.stock.drafting import Draft, deterministic_draft, llm_draft
 from rezcty_core.stock.image_facts import ImageFacts, describe_image
+from rezcty_core.stock.keyword_budget import budget_keywords, order_keywords
 from rezcty_core.stock.limits import (
     DESCRIPTION_MAX,
     KEYWORD_MAX_WORDS,
@@ -40,6 +41,7 @@ class StockMetadata:
     source: str
     warnings: list[str] = field(default_factory=list)
     removed_terms: list[dict] = field(default_factory=list)
+    prompt_clean: str = ""  # the prompt after cleaning: what an agency's Prompt column may show
 
     @property
     def category_name(self) -> str:
@@ -121,11 +123,13 @@ def apply_rules(draft: Draft, clean: CleanPrompt, facts: ImageFacts | None, bloc
         description = clean_sentence(fallback.description, blocklist, DESCRIPTION_MAX - 1, commas=True)
     kws = clean_keywords(list(draft.keywords) + list(fallback.keywords), blocklist)
     number = category or draft.category or categories.classify(kws[:20] or title.split())
+    # the image's own visual terms first (Adobe weighs the first 10); twins and phrases inside longer ones go
+    kws = budget_keywords(order_keywords(kws, f"{clean.text} {title} {description}"), KEYWORDS_MAX)
     if len(kws) < KEYWORDS_MIN:
         filler = list(categories.GENERIC_KEYWORDS[number])
         if facts:
             filler += ([facts.brightness] if facts.brightness != "medium" else []) + [facts.orientation]
-        kws = clean_keywords(kws + filler, blocklist)
+        kws = budget_keywords(clean_keywords(kws + filler, blocklist), KEYWORDS_MAX)
     if len(kws) < KEYWORDS_MIN:
         warnings.append(f"only {len(kws)} keywords (Adobe recommends 15-35): give the prompt more content")
     if not title:
@@ -141,7 +145,7 @@ def apply_rules(draft: Draft, clean: CleanPrompt, facts: ImageFacts | None, bloc
     if facts and facts.width * facts.height > MAX_PIXELS:
         warnings.append(f"{facts.megapixels:.0f} MP is above Adobe's 100 MP maximum")
     return StockMetadata(title, description, kws, number, content_type(clean.original), draft.source, warnings,
-                         clean.removed)
+                         clean.removed, clean.text)
 
 
 def build_metadata(prompt: str, pixels: np.ndarray | None = None, *, category: str | int | None = "auto",
