@@ -167,7 +167,7 @@ def test_queue_settings_json_late_ack_one_at_a_time_and_the_recovery_bound():
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
     assert conf.broker_url == conf.result_backend == url
     opts = conf.broker_transport_options
-    assert opts["visibility_timeout"] == 90 and opts["unacked_restore_throttle"] == 1
+    assert opts["visibility_timeout"] == 85 and opts["unacked_restore_throttle"] == 1
     # a killed worker's item is visible again after the timeout + slack and found by the next sweep
     assert recovery_bound(60) == opts["visibility_timeout"] + opts["unacked_restore_interval"] <= 60 + 60
     task = app.tasks["rezcty.run_item"]

@@ -45,8 +45,8 @@ from rezcty_core.factory.workflow import set_input
 QUEUE = "rezcty"  # our own queue name: a Redis shared with other Celery apps stays apart
 TASK = "rezcty.run_item"
 PREFIX = "rezcty:"
-SLACK = 30.0  # seconds past the item timeout a worker may hold an item (fetching inputs, storing outputs)
-RESTORE_INTERVAL = 5  # seconds between a live worker's sweeps for items of lost workers
+SLACK = 25.0  # seconds past the item timeout a worker may hold an item (fetching inputs, storing outputs)
+RESTORE_INTERVAL = 10  # seconds between a live worker's sweeps for items of lost workers (5 commands each)
 HEARTBEAT = 10.0  # a worker renews its `worker:NAME` key this often ...
 HEARTBEAT_TTL = 30  # ... and it lapses this long after the worker stopped
 KEEP = 7 * 86400  # seconds results, attempt counters and done marks stay in Redis
@@ -136,6 +136,7 @@ def make_app(url: str, item_timeout: float = 3600.0) -> Any:
         "visibility_timeout": visibility_timeout(item_timeout),
         "unacked_restore_interval": RESTORE_INTERVAL,
         "unacked_restore_throttle": 1,  # every sweep looks (the default looks every 10th: 100 s)
+        "polling_interval": 5,  # kombu's BRPOP timeout: an idle worker asks every 5 s, not every second
         "socket_connect_timeout": 10, "socket_timeout": 30, "socket_keepalive": True,
     }
     app.conf.update(

@@ -241,7 +241,7 @@ class QueueBatch(Batch):
         try:
             while by_tid:
                 try:
-                    for tid, meta in app.backend.get_many(set(by_tid), timeout=10, interval=0.5):
+                    for tid, meta in app.backend.get_many(set(by_tid), timeout=10, interval=1.0):
                         item = by_tid.pop(tid, None)
                         if item is not None:
                             self.collect(app, redis, store, item, tid, meta)
