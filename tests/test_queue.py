@@ -298,6 +298,18 @@ def test_a_killed_worker_item_runs_again_elsewhere_and_each_output_lands_once(br
     assert sorted((out / "files").glob("*.png")) == pngs
 
 
+def test_a_batch_folder_deleted_and_run_again_is_a_new_batch(broker, workers, tmp_path):
+    wf, images = work(tmp_path, 1, size=32, seed=4)
+    out = tmp_path / "out"
+    args = ["batch", str(wf), "--queue", broker, "--images", str(images), "--out", str(out), "--quiet"]
+    first = cli(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    shutil.rmtree(out)  # starting over: the queue must not remember these items as collected
+    again = cli(*args)
+    assert again.returncode == 0 and "1 done, 0 failed, 0 pending" in again.stdout, again.stdout + again.stderr
+    assert len(list((out / "files").glob("*.png"))) == 1
+
+
 def test_sigterm_lets_a_worker_finish_its_item_then_stop(broker, workers, tmp_path):
     wa = workers["wA"]
     assert wa.proc.poll() is None

@@ -265,6 +265,16 @@ class WorkerContext:
     def run(self, task: Any, job: dict) -> dict:
         from celery.exceptions import Reject
 
+        try:
+            return self._run(job)
+        except connection_errors() as e:  # the broker blinked: the item goes back (or returns after the timeout)
+            self.say(f"item {job.get('label', job.get('key'))!r}: queue connection lost ({type(e).__name__}); "
+                     f"the item goes back to the queue")
+            raise Reject("queue connection lost", requeue=True) from None
+
+    def _run(self, job: dict) -> dict:
+        from celery.exceptions import Reject
+
         batch, key, label = job["batch"], job["key"], job.get("label", job["key"])
         r = self.redis
         if r.exists(f"{PREFIX}done:{batch}:{key}"):

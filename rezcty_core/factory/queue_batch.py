@@ -10,12 +10,12 @@ run twice after a worker was thought lost) is dropped, so each item's output is 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,9 +73,10 @@ class QueueBatch(Batch):
         self.manifest = Manifest(self.out_dir / "manifest.jsonl")
         self.batch_id = str(self.out_dir.resolve())
         self.stop_all = threading.Event()
-        # the batch's name on the queue: kept from the first run, so the folder may move (or be mounted elsewhere)
+        # the batch's name on the queue: kept from the first run (the folder may move or be mounted elsewhere), new
+        # for a new folder, so a folder deleted and run again is a new batch, not one the queue remembers as done
         first = next((json.loads(line).get("queue_batch") for line in self._lines() if '"queue_batch"' in line), None)
-        self.qid = first or hashlib.sha256(self.batch_id.encode()).hexdigest()[:16]
+        self.qid = first or uuid.uuid4().hex[:16]
 
     def _lines(self) -> list[str]:
         path = self.out_dir / "manifest.jsonl"
