@@ -24,7 +24,8 @@ several --server URLs share one batch.
 With --queue redis://… (or rediss://… for a hosted Redis) the items go to a task queue (Celery) instead,
 and workers beside any number of ComfyUI servers pull them (`worker`): see factory/queue.py.
 
-Standard library plus websocket-client (and tqdm for the progress bar when installed); never
+Standard library plus websocket-client (and tqdm for the progress bar when installed; Celery, redis and
+fsspec for --queue and worker, imported only there); never
 imports ComfyUI, so it runs on any machine that can reach the server (a laptop, Colab).
 """
 from __future__ import annotations
