@@ -23,6 +23,19 @@ from rezcty_core.factory.workflow import set_input
 NAMESPACE = uuid.UUID("5b0c7a4e-7d1e-4f8e-9a53-2f3c1e0a9d10")
 
 
+def prompt_id(batch_id: str, key: str, attempt: int) -> str:
+    """The ComfyUI prompt id of one attempt at one item: a new attempt (a redelivered item) gets a new id."""
+    return str(uuid.uuid5(NAMESPACE, f"{batch_id}|{key}|{attempt}"))
+
+
+def write_prompt_sidecars(files: list[Path], prompt: str | None) -> None:
+    """NAME.txt beside each image holds the item's prompt (line 2's files/ is line 3's --images)."""
+    if prompt:
+        for f in files:
+            if f.suffix.lower() in IMAGE_EXTS:
+                f.with_suffix(".txt").write_text(prompt + "\n", encoding="utf-8")
+
+
 @dataclass
 class Item:
     """One unit of a batch: a key that survives restarts, the values bound into the graph, a label."""
@@ -254,7 +267,7 @@ class Batch:
 
     # -- per item ---------------------------------------------------------------------------
     def prompt_id(self, key: str, attempt: int) -> str:
-        return str(uuid.uuid5(NAMESPACE, f"{self.batch_id}|{key}|{attempt}"))
+        return prompt_id(self.batch_id, key, attempt)
 
     def item_graph(self, item: Item) -> dict:
         graph = json.loads(json.dumps(self.graph))
@@ -265,10 +278,7 @@ class Batch:
     def _finish(self, client: ComfyClient, item: Item, graph: dict, pid: str, entry: dict, attempt: int) -> None:
         prefix = f"{item.key[:8]}_"
         result = client.collect(pid, entry, graph, self.files_dir, file_prefix=prefix)
-        if item.prompt:
-            for f in result.files:
-                if f.suffix.lower() in IMAGE_EXTS:
-                    f.with_suffix(".txt").write_text(item.prompt + "\n", encoding="utf-8")
+        write_prompt_sidecars(result.files, item.prompt)
         self.manifest.write({"key": item.key, "status": "done", "prompt_id": pid, "server": client.url,
                              "attempt": attempt, "label": item.label, "source": item.source,
                              "files": [str(f.relative_to(self.out_dir)) for f in result.files],
@@ -303,7 +313,9 @@ class Batch:
         state = self.manifest.state.get(item.key, {})
         if state.get("status") == "queued" and self.resume_item(client, item, state):
             return
-        attempt = int(state.get("attempt", 0)) + 1
+        # an attempt left "queued" that no server knows (the client died before its POST) is still the same
+        # attempt: same prompt id, so a kill in that gap never looks like a second run of the item
+        attempt = max(1, int(state.get("attempt", 0)) + (0 if state.get("status") == "queued" else 1))
         pid = self.prompt_id(item.key, attempt)
         graph = self.item_graph(item)
         try:

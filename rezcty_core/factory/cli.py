@@ -6,6 +6,8 @@
     python -m rezcty_core.client check WORKFLOW_API.json --server URL [--set ...]
     python -m rezcty_core.client free --server URL
     python -m rezcty_core.client export --agency NAME --from OUTPUT_DIR --out FILE [--keywords N]
+    python -m rezcty_core.client batch WORKFLOW_API.json --queue URL --out DIR (--ideas … | --prompts … | --images …)
+    python -m rezcty_core.client worker --queue URL --server COMFY_URL [--concurrency 1]
 
 Before anything is queued the graph is checked against the server's /object_info: unknown
 (missing) node types, missing models, bad combo values, out-of-range numbers and broken links are
@@ -20,7 +22,11 @@ unfinished prompt: finished ones are collected, running ones awaited, lost ones 
 no item is lost and none is produced twice. One failing item is recorded and the rest go on;
 several --server URLs share one batch.
 
-Standard library plus websocket-client (and tqdm for the progress bar when installed); never
+With --queue redis://… (or rediss://… for a hosted Redis) the items go to a task queue (Celery) instead,
+and workers beside any number of ComfyUI servers pull them (`worker`): see factory/queue.py.
+
+Standard library plus websocket-client (and tqdm for the progress bar when installed; Celery, redis and
+fsspec for --queue and worker, imported only there); never
 imports ComfyUI, so it runs on any machine that can reach the server (a laptop, Colab).
 """
 from __future__ import annotations
@@ -89,6 +95,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     graph = apply_sets(load_workflow(args.workflow), args.set)
+    if bool(args.server) == bool(args.queue):
+        raise ClientError("batch: give --server URL (one machine, or a pool) or --queue URL (a task queue), not both")
     sources = [s for s in (args.ideas, args.prompts, args.images) if s]
     if len(sources) != 1:
         raise ClientError("batch: give exactly one of --ideas FILE, --prompts FILE.json, --images DIR")
@@ -111,8 +119,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
     else:
         text_bind = args.bind_text if args.bind_text is not None else default_bind(graph, "image_text")
         items = items_from_images(Path(args.images), bind, text_bind or None)
-    batch = Batch(graph, items, args.server, args.out, timeout=args.timeout,
-                  unreachable_timeout=args.server_timeout, retry_failed=args.retry_failed, progress=not args.quiet)
+    if args.queue:
+        from rezcty_core.factory.queue_batch import QueueBatch
+
+        batch = QueueBatch(graph, items, args.queue, args.out, timeout=args.timeout, store=args.store,
+                           inline_max=args.inline_max, broker_timeout=args.server_timeout,
+                           retry_failed=args.retry_failed, progress=not args.quiet,
+                           workflow_label=Path(args.workflow).name)
+    else:
+        batch = Batch(graph, items, args.server, args.out, timeout=args.timeout,
+                      unreachable_timeout=args.server_timeout, retry_failed=args.retry_failed, progress=not args.quiet)
     report = batch.run()
     if kind == "ideas":
         rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
@@ -126,7 +142,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     for key, err in report.failed.items():
         print(f"  failed {key}: {err.splitlines()[0] if err else ''}")
     if report.pending:
-        print("  pending items remain (server unreachable?): run the same command again to resume")
+        where = "queue unreachable?" if args.queue else "server unreachable?"
+        print(f"  pending items remain ({where}): run the same command again to resume")
         return 3
     return 1 if report.failed else 0
 
@@ -137,6 +154,13 @@ def write_blueprints(batch: Batch, report, path: Path) -> None:
     rows = [blueprint.resolved(batch.item_graph(item), item.prompt or "", item.source.get("idea"))
             for item in batch.items if item.key in done]
     path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from rezcty_core.factory.queue import run_worker
+
+    return run_worker(args.queue, args.server[0], concurrency=args.concurrency, timeout=args.timeout,
+                      store=args.store, server_timeout=args.server_timeout, name=args.name)
 
 
 def cmd_free(args: argparse.Namespace) -> int:
@@ -170,12 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m rezcty_core.client", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser, workflow: bool = True) -> None:
+    def common(p: argparse.ArgumentParser, workflow: bool = True, server_required: bool = True) -> None:
         if workflow:
             p.add_argument("workflow", help="API-format workflow JSON (workflows/*.api.json)")
             p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
                            help="change an input; NODE is an id, a title or a class used once")
-        p.add_argument("--server", action="append", required=True, metavar="URL",
+        p.add_argument("--server", action="append", required=server_required, metavar="URL",
                        help="ComfyUI server, e.g. http://127.0.0.1:8188 (repeat for a pool in batch mode)")
 
     p = sub.add_parser("run", help="run one workflow and download its outputs")
@@ -185,7 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="only check the workflow against the server")
     common(p)
     p = sub.add_parser("batch", help="run a workflow once per idea, prompt or image, resumably")
-    common(p)
+    common(p, server_required=False)
+    p.add_argument("--queue", default=None, metavar="URL",
+                   help="send the items to a task queue (redis://HOST:PORT/DB, rediss://… for a hosted Redis, or "
+                        "env:NAME to read it from $NAME) instead of --server; workers run them (`worker`)")
+    p.add_argument("--store", default=None, metavar="DIR_OR_URL",
+                   help="with --queue: where files travel between the batch and the workers, a folder they all see "
+                        "(a mounted Drive) or an fsspec URL (default: OUT/store, for workers on this machine)")
+    p.add_argument("--inline-max", type=int, default=256 * 1024, metavar="BYTES",
+                   help="with --queue: files up to this size travel in the queue's messages instead of the store")
     p.add_argument("--out", required=True, help="batch folder (manifest.jsonl, results.json, files/)")
     p.add_argument("--ideas", help="text file, one idea per line (line 1)")
     p.add_argument("--prompts", help="JSON list of prompts, e.g. line 1's prompts.json (line 2)")
@@ -220,13 +252,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keywords", type=int, default=None, metavar="N", help="keyword budget (default: the data file's)")
     p.add_argument("--agencies-dir", action="append", default=[], metavar="DIR",
                    help="a folder of your own agency data files (merged onto the built-ins)")
+    p = sub.add_parser("worker", help="run queued batch items on one ComfyUI server until stopped (SIGTERM)")
+    p.add_argument("--queue", required=True, metavar="URL", help="the queue: redis://… , rediss://… or env:NAME")
+    p.add_argument("--server", action="append", required=True, metavar="URL", help="this worker's ComfyUI server")
+    p.add_argument("--concurrency", type=int, default=1, help="items held at once (1: one item at a time)")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds one item may take here; an item of a killed worker runs again after this + 35 s")
+    p.add_argument("--store", default=None, metavar="DIR_OR_URL",
+                   help="this machine's path or URL of the batches' store, when it differs from the batch's")
+    p.add_argument("--server-timeout", type=float, default=60.0,
+                   help="seconds the ComfyUI server may stay unreachable before the worker stops")
+    p.add_argument("--name", default=None, help="the worker's name in logs and the manifest (default: host-pid)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "check": cmd_check, "batch": cmd_batch, "free": cmd_free,
-               "export": cmd_export}[args.command]
+               "export": cmd_export, "worker": cmd_worker}[args.command]
     try:
         return handler(args)
     except ClientError as e:
