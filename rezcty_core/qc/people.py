@@ -9,8 +9,8 @@ decoding and non-maximum suppression are done here.
 Measurements: `faces` (count), `face_max_share` (the largest face box as a share of the frame),
 `face_score_max`, `hands` (palm count), `hand_score_max`. Flags (profile section "people"): `people`
 (review likeness and model releases; Adobe's category 13 People) and `hands` (check the anatomy: fingers).
-A missing or unreadable model puts {"check": "people"/"hands", "reason"} in `checks_not_run`; the other
-checks still decide.
+A missing or unreadable model puts {"check": "people"/"hands", "reason", "measures"} in `checks_not_run`: the
+flag is listed as not run, never a rejection (a profile check on one of these measures fails closed, qc/verdict.py).
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ FACE_MODEL = f"{RAW}/face_detection/face_detection_short_range.tflite"
 PALM_MODEL = f"{RAW}/palm_detection/palm_detection_full.tflite"
 WHEEL_MEMBERS = ["mediapipe/modules/face_detection/face_detection_short_range.tflite",
                  "mediapipe/modules/palm_detection/palm_detection_full.tflite"]
+# what each detector measures: a profile check on one of these cannot run without its model (qc/verdict.py)
+MEASURES = {"people": ["faces", "face_max_share", "face_score_max"], "hands": ["hands", "hand_score_max"]}
 PRESHRINK = 384  # frames are box-reduced to about this side before the detectors' own resize
 DEFAULTS = {"enabled": True, "face_min_score": 0.6, "hand_min_score": 0.6, "nms_iou": 0.3,
             "face_min_share": 0.0005, "people_flag": True, "hands_flag": True}
@@ -182,14 +184,16 @@ def detect_people(rgb: np.ndarray, opts: dict | None = None, embedded: Path | No
 
         arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr)).reduce(factor))
     for kind, check in (("face", "people"), ("palm", "hands")):
+        measures = MEASURES[check]
         try:
             found = [] if small else _detector(kind, embedded).detect(
                 arr, float(opts["face_min_score" if kind == "face" else "hand_min_score"]), float(opts["nms_iou"]))
         except ModelUnavailable as e:
-            not_run.append({"check": check, "reason": str(e)})
+            not_run.append({"check": check, "reason": str(e), "measures": measures})
             continue
         except Exception as e:  # one image's detector failure is reported, never stops the batch
-            not_run.append({"check": check, "reason": f"{kind} detector failed on this image: {type(e).__name__}: {e}"})
+            not_run.append({"check": check, "reason": f"{kind} detector failed on this image: {type(e).__name__}: {e}",
+                            "measures": measures})
             continue
         if kind == "face":
             found = [f for f in found if f["w"] * f["h"] >= float(opts["face_min_share"])]

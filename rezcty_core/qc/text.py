@@ -1,5 +1,7 @@
-"""Text and watermark detection for the QC judge: PP-OCRv4 (from the `rapidocr-onnxruntime` wheel, run in
-plain onnxruntime, the package never imported) with DB post-processing and an optional recogniser.
+"""Text and watermark detection for the QC judge: PP-OCRv4 (the manifest's `pp-ocrv4`, from the
+`rapidocr-onnxruntime` wheel, the package never installed) with DB post-processing and an optional recogniser.
+The two ONNX models run in onnxruntime when any flavour of it is installed, else in torch through onnx2torch
+(`runtime`: the requirements never list onnxruntime, which would clash with an installed onnxruntime-gpu).
 
 `detect_text(rgb, options) -> dict` returns the measurements (`text_*`) and the boxes found:
 
@@ -18,8 +20,9 @@ Measurements: `text_boxes` (boxes that count as text: box score >= box_thresh an
 its confidence >= rec_min_conf), `text_area_pct` (their share of the frame), `text_largest_pct` (the
 largest
 one's), `text_score_mean` / `text_score_max` (detector box scores), `text_rec_conf_max`, `text_words`.
-A detector model that is missing or unreadable raises `TextCheckUnavailable`; the caller reports that the
-check could not run and lets the other checks decide.
+A detector model that is missing or unreadable, or no runtime, raises `TextCheckUnavailable`; the caller
+reports the check in `checks_not_run`, and the verdict rejects with `check_unavailable` (qc/verdict.py) unless
+the profile's check says `"on_unavailable": "skip"`.
 """
 from __future__ import annotations
 
@@ -32,9 +35,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from rezcty_core.common.embedded_models import prepare_command
 from rezcty_core.common.paths import embedded_raw
 
-WHEEL = "rapidocr_onnxruntime-1.4.4"
+EMBEDDED_NAME = "pp-ocrv4"  # the manifest's name (rezcty_core/data/embedded_models.json)
 DET_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 REC_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
 WHEEL_MEMBERS = [DET_MEMBER, REC_MEMBER]
@@ -54,7 +58,11 @@ DEFAULTS: dict[str, Any] = {
     "max_candidates": 1000,
     "det_model": None,  # a profile may point at its own PP-OCR det/rec ONNX files (default: the embedded ones)
     "rec_model": None,
+    "runtime": "auto",  # onnxruntime when installed (any flavour), else torch through onnx2torch; or name one
 }
+# what the check measures: a profile check on one of these cannot run without the detector (qc/verdict.py)
+MEASURES = ("text_boxes", "text_area_pct", "text_largest_pct", "text_score_mean", "text_score_max", "text_candidates",
+            "text_rec_conf_max")
 REC_HEIGHT, REC_MAX_WIDTH = 48, 640
 MAX_UPSCALE = 4.0
 
@@ -69,30 +77,142 @@ def model_path(member: str) -> Path:
 
 _SESSIONS: dict[str, Any] = {}
 _LOCK = threading.Lock()
+RUNTIMES = ("auto", "onnxruntime", "torch")
 
 
-def _session(member: str, override: str | None = None, threads: int = 2) -> Any:
-    """A cached onnxruntime session for one model file (TextCheckUnavailable when it cannot be loaded);
-    `override` is a profile's own model file (`text.det_model` / `text.rec_model`) instead of the embedded one;
-    `threads` its intra-op threads (1 while the technical checks run beside it: 2 would oversubscribe 2 cores)."""
+def runtime_available(name: str) -> bool:
+    import importlib.util
+
+    if name == "onnxruntime":
+        return importlib.util.find_spec("onnxruntime") is not None
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx", "onnx2torch"))
+
+
+def pick_runtime(asked: str = "auto") -> str:
+    """`auto`: onnxruntime when any flavour of it is installed (onnxruntime, -gpu, -directml ... all install the
+    `onnxruntime` module), else torch through onnx2torch (the requirements never list onnxruntime: a second copy
+    beside an installed onnxruntime-gpu breaks both)."""
+    if asked not in RUNTIMES:
+        raise TextCheckUnavailable(f"text.runtime '{asked}': expected one of {', '.join(RUNTIMES)}")
+    if asked != "auto":
+        return asked
+    return "onnxruntime" if runtime_available("onnxruntime") else "torch"
+
+
+class _OrtModel:
+    """One PP-OCR model in onnxruntime (CPU), `threads` intra-op threads."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = max(1, int(threads))
+        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input = self.sess.get_inputs()[0].name
+        self.characters = _character_list(self.sess.get_modelmeta().custom_metadata_map.get("character", ""))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.sess.run(None, {self.input: x})[0]
+
+
+class _TorchModel:
+    """The same ONNX graph converted to a torch module by onnx2torch (CPU, float32; torch's own threads).
+
+    PP-OCR's graphs keep their weights in Constant nodes (onnx2torch wants initializers) and lose the rank of a few
+    tensors behind dynamic reshapes (onnx2torch sizes BatchNorm by rank): both are restored before converting, the
+    graph itself unchanged. Same boxes as onnxruntime (tests/test_qc_text_core.py)."""
+
+    def __init__(self, path: Path) -> None:
+        import warnings
+
+        import onnx
+        import torch
+        from onnx2torch import convert
+
+        model = onnx.load(str(path))
+        meta = {p.key: p.value for p in model.metadata_props}
+        self.characters = _character_list(meta.get("character", ""))
+        _prepare_for_onnx2torch(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # channels-last: oneDNN's convolutions without a layout change around each one (measured 3x faster)
+            self.module = convert(model).eval().to(memory_format=torch.channels_last)
+        self.torch = torch
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        import warnings
+
+        torch = self.torch
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            inp = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
+            return self.module(inp).contiguous().numpy()
+
+
+def _prepare_for_onnx2torch(model: Any) -> None:
+    """In place: Constant nodes -> initializers; shapes inferred; the rank of a Conv output feeding a BatchNorm
+    filled in where inference lost it (a fixed 48 px line height for the recogniser helps it along)."""
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+    graph = model.graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    if len(dims) == 4 and dims[1].dim_value == 3 and not dims[2].dim_value and dims[3].dim_param:
+        if "character" in {p.key for p in model.metadata_props}:  # the recogniser: lines are 48 px high
+            dims[2].Clear()
+            dims[2].dim_value = REC_HEIGHT
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(node.attribute[0].t), node.output[0]))
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    inferred = shape_inference.infer_shapes(model)
+    graph.ClearField("value_info")
+    graph.value_info.extend(inferred.graph.value_info)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.input]
+             if v.type.tensor_type.HasField("shape")}
+    producer = {out: n for n in graph.node for out in n.output}
+    for node in graph.node:
+        if node.op_type != "BatchNormalization" or ranks.get(node.input[0]):
+            continue
+        conv = producer.get(node.input[0])
+        kernel = [a for a in conv.attribute if a.name == "kernel_shape"] if conv is not None else []
+        if conv is None or conv.op_type != "Conv" or not kernel:
+            raise ValueError(f"{node.name}: input rank unknown and not a Conv output")
+        for v in [v for v in graph.value_info if v.name == node.input[0]]:
+            graph.value_info.remove(v)
+        graph.value_info.append(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT,
+                                                              [None] * (len(kernel[0].ints) + 2)))
+
+
+def _session(member: str, override: str | None = None, threads: int = 2, runtime: str = "auto") -> Any:
+    """A cached model (onnxruntime session or torch module) for one model file (TextCheckUnavailable when it cannot
+    be loaded, or no runtime is installed); `override` is a profile's own model file (`text.det_model` /
+    `text.rec_model`) instead of the embedded one; `threads` onnxruntime's intra-op threads (1 while the technical
+    checks run beside it: 2 would oversubscribe 2 cores)."""
     path = Path(override).expanduser() if override else model_path(member)
-    key = f"{path}#{threads}"
+    rt = pick_runtime(runtime)
+    key = f"{path}#{rt}#{threads if rt == 'onnxruntime' else ''}"
     with _LOCK:
         if key in _SESSIONS:
             return _SESSIONS[key]
         if not path.is_file():
-            raise TextCheckUnavailable(f"text detector model not found: {path} (run ./rezcty set-up, which unpacks "
-                                       f"it from {WHEEL}.whl)")
+            hint = (f"prepare it with: {prepare_command(EMBEDDED_NAME)}" if not override
+                    else "fix the profile's text.det_model / text.rec_model")
+            raise TextCheckUnavailable(f"text detector model not found: {path} ({hint})")
+        if not runtime_available(rt):
+            raise TextCheckUnavailable(f"no runtime for the text models: {rt} is not installed "
+                                       f"(pip install -r requirements.txt brings torch's: onnx, onnx2torch)")
         try:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            opts.intra_op_num_threads = max(1, int(threads))
-            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            sess = _OrtModel(path, threads) if rt == "onnxruntime" else _TorchModel(path)
         except Exception as e:
             raise TextCheckUnavailable(f"text model {path} could not be loaded ({type(e).__name__}: "
-                                       f"{str(e).splitlines()[0][:160] if str(e) else ''}); re-run set-up") from None
+                                       f"{str(e).splitlines()[0][:160] if str(e) else ''}); "
+                                       + (f"prepare it again with: {prepare_command(EMBEDDED_NAME)}" if not override
+                                          else "fix the profile's model file")) from None
         _SESSIONS[key] = sess
         return sess
 
@@ -102,10 +222,8 @@ def clear_sessions() -> None:
         _SESSIONS.clear()
 
 
-def _characters(sess: Any) -> list[str]:
-    meta = sess.get_modelmeta().custom_metadata_map
-    chars = meta.get("character", "").splitlines()
-    return ["<blank>", *chars, " "]
+def _character_list(text: str) -> list[str]:
+    return ["<blank>", *text.splitlines(), " "]
 
 
 def _normalise(rgb: np.ndarray) -> np.ndarray:
@@ -222,12 +340,13 @@ def _crop_scaled(rgb: np.ndarray, box: dict, sy: float, sx: float) -> np.ndarray
                           "length": big["length"] * fk, "width": big["width"] * fk})
 
 
-def recognise(crops: list[np.ndarray], model: str | None = None, threads: int = 2) -> list[tuple[str, float]]:
+def recognise(crops: list[np.ndarray], model: str | None = None, threads: int = 2,
+              runtime: str = "auto") -> list[tuple[str, float]]:
     """CTC greedy reading of each crop: (text, mean confidence of the characters kept)."""
     if not crops:
         return []
-    sess = _session(REC_MEMBER, model, threads)
-    chars = _characters(sess)
+    sess = _session(REC_MEMBER, model, threads, runtime)
+    chars = sess.characters
     out = []
     for crop in crops:
         h, w = crop.shape[:2]
@@ -237,7 +356,7 @@ def recognise(crops: list[np.ndarray], model: str | None = None, threads: int = 
         pad[:, :nw] = x
         inp = _normalise(pad)
         inp[..., nw:] = 0.0  # rapidocr pads with 0 after normalising
-        probs = sess.run(None, {sess.get_inputs()[0].name: inp})[0][0]
+        probs = sess.run(inp)[0]
         ids, conf = probs.argmax(axis=1), probs.max(axis=1)
         keep = (ids != 0) & np.concatenate([[True], ids[1:] != ids[:-1]])
         text = "".join(chars[i] if i < len(chars) else "" for i in ids[keep])
@@ -252,11 +371,12 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
     empty: dict[str, Any] = {"text_boxes": 0, "text_area_pct": 0.0, "text_largest_pct": 0.0, "text_score_mean": None,
                              "text_score_max": 0.0, "text_candidates": 0}
     threads = int(opts.get("threads", 2))
-    sess = _session(DET_MEMBER, opts.get("det_model"), threads)  # raises TextCheckUnavailable first, whatever the image
+    runtime = str(opts.get("runtime", "auto"))
+    sess = _session(DET_MEMBER, opts.get("det_model"), threads, runtime)  # TextCheckUnavailable first, whatever the image
     if min(h, w) < 8:  # nothing legible fits
         return {**empty, "text_box_list": []}
     small = _detector_copy(rgb, int(opts["max_side"]))
-    prob = sess.run(None, {sess.get_inputs()[0].name: _normalise(small)})[0][0, 0]
+    prob = sess.run(_normalise(small))[0, 0]
     boxes = db_boxes(prob, opts)
     sy, sx = h / small.shape[0], w / small.shape[1]
     rec_conf = None
@@ -265,7 +385,7 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
             order = sorted(range(len(boxes)), key=lambda i: -boxes[i]["length"] * boxes[i]["width"])
             order = order[: int(opts["rec_max_boxes"])]
             crops = [_crop_scaled(rgb, boxes[i], sy, sx) for i in order]
-            for i, (text, conf) in zip(order, recognise(crops, opts.get("rec_model"), threads)):
+            for i, (text, conf) in zip(order, recognise(crops, opts.get("rec_model"), threads, runtime)):
                 boxes[i]["text"], boxes[i]["rec_conf"] = text, conf
             rec_conf = True
         except TextCheckUnavailable as e:
@@ -319,8 +439,9 @@ def add_measurements(m: dict, rgb: np.ndarray, profile: dict, threads: int | Non
     """Run the text check per the profile and put its measurements in `m` (in place); `threads`: the
     detector's intra-op threads (default 2; `measure.measure_with_profile` gives 1 while it runs beside the rest).
 
-    When the detector cannot run, `m["checks_not_run"]` gets {"check": "text", "reason": ...} and no
-    `text_*` value is set, so the profile's `text` check is skipped while the other checks still decide.
+    When the detector cannot run, `m["checks_not_run"]` gets {"check": "text", "reason", "measures"} and no
+    `text_*` value is set: the profile's `text` check then rejects with `check_unavailable` (qc/verdict.py)
+    unless it says `"on_unavailable": "skip"`.
     """
     opts = profile_options(profile)
     if opts is None:
@@ -331,10 +452,11 @@ def add_measurements(m: dict, rgb: np.ndarray, profile: dict, threads: int | Non
     try:
         m.update(detect_text(rgb, opts))
     except TextCheckUnavailable as e:
-        m.setdefault("checks_not_run", []).append({"check": "text", "reason": str(e)})
+        m.setdefault("checks_not_run", []).append({"check": "text", "reason": str(e), "measures": list(MEASURES)})
     except Exception as e:  # a detector failure on one image is reported, never stops the batch
         m.setdefault("checks_not_run", []).append(
-            {"check": "text", "reason": f"text detector failed on this image: {type(e).__name__}: {e}"})
+            {"check": "text", "reason": f"text detector failed on this image: {type(e).__name__}: {e}",
+             "measures": list(MEASURES)})
 
 
 def entry_extras(m: dict) -> dict:
