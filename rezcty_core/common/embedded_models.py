@@ -125,3 +125,18 @@ def path(name: str, rel: str, dest: Path | None = None) -> Path:
         raise EmbeddedModelMissing(f"embedded model '{name}' is not prepared ({p} is missing); prepare it with: "
                                    f"{prepare_command(name, folder)}")
     return p
+
+
+def markdown_table() -> str:
+    """The README's table of the embedded models, made from the manifest (a test keeps the README equal to it)."""
+    rows = ["| name | what | licence | from (PyPI wheel, read as a zip, never installed) | size | used by |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name in names():
+        e = entry(name)
+        wheels = e["wheels"]
+        first, last = wheels[0], wheels[-1]
+        source = (f"`{first['name']}=={first['version']}`" if len(wheels) == 1 else
+                  f"`{first['name']}` … `{last['name']}=={last['version']}` ({len(wheels)} wheels)")
+        size = sum(f["size"] for f in e["files"])
+        rows.append(f"| `{name}` | {e['title']} | {e['licence']} | {source} | {size / 1e6:.1f} MB | {e['used_by']} |")
+    return "\n".join(rows)
