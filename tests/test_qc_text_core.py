@@ -119,7 +119,7 @@ def test_missing_embedded_model_names_the_prepare_command(tmp_path, monkeypatch,
     not_run = {nr["check"]: nr["reason"] for nr in entry["checks_not_run"]}
     assert set(not_run) == {"text", "brisque", "people", "hands"}
     assert f"prepare --dest {tmp_path} --only pp-ocrv4" in not_run["text"]
-    assert f"--only brisque" in not_run["brisque"]
+    assert "--only brisque" in not_run["brisque"]
     # text can reject: unavailable; brisque's check is off in adobe_stock (listed only); people/hands only flag
     assert entry["verdict"] == "reject" and entry["reasons"] == ["check_unavailable"]
     assert [f["check"] for f in entry["failed_checks"]] == ["text"]

@@ -31,7 +31,7 @@ def embedded_dirs() -> list[Path]:
 
     `REZCTY_EMBEDDED_DIR`, when set, is the only one. Otherwise: the running ComfyUI's `models/rezcty/embedded`
     (and any extra model path for `rezcty_embedded`), then `<ComfyUI>/models/rezcty/embedded` found from the pack's
-    own place in `<ComfyUI>/custom_nodes/<pack>`, then a development clone's `.comfyui/embedded`.
+    own place in `<ComfyUI>/custom_nodes/<pack>`; a clone outside any `custom_nodes/` uses its `.comfyui/embedded`.
     """
     env = os.environ.get(ENV)
     if env:
@@ -45,7 +45,8 @@ def embedded_dirs() -> list[Path]:
     for pack in _pack_locations():
         if pack.parent.name == "custom_nodes":
             out.append(pack.parent.parent.joinpath("models", *MODELS_SUBDIR))
-    out.append(PACK_DIR / ".comfyui" / "embedded")
+    if not out:  # a development clone: ./rezcty set-up's folder
+        out.append(PACK_DIR / ".comfyui" / "embedded")
     return list(dict.fromkeys(out))
 
 

@@ -55,7 +55,7 @@ def load_profile(name: str, extra: list[str | Path] | None = None, _seen: tuple 
             raise ProfileError(f"{path}: 'extends' loops back to '{parent}'")
         data = _merge(load_profile(parent, extra, (*_seen, name)), {k: v for k, v in data.items() if k != "extends"})
     for key, check in data.get("checks", {}).items():
-        if check.get("code") not in REASON_CODES or "measure" not in check or not ({"min", "max"} & set(check)):
+        if check.get("code") not in REASON_CODES or check.get("code") == "check_unavailable" or "measure" not in check or not ({"min", "max"} & set(check)):
             raise ProfileError(f"{path}: check '{key}' needs a known 'code' ({', '.join(REASON_CODES)}), "
                                f"a 'measure' and a 'min' or 'max'")
         if check.get("on_unavailable", "reject") not in ON_UNAVAILABLE:

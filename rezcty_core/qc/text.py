@@ -16,7 +16,7 @@ The two ONNX models run in onnxruntime when any flavour of it is installed, else
   reads the largest boxes: its confidence is the second opinion (a window grid or a checker floor has
   text-like strokes but reads as nothing), and the words read go in the report.
 
-Measurements: `text_boxes` (boxes that count as text: box score >= box_thresh and, when the recogniser ran,
+Measurements (and `text_runtime`: onnxruntime or torch): `text_boxes` (boxes that count as text: box score >= box_thresh and, when the recogniser ran,
 its confidence >= rec_min_conf), `text_area_pct` (their share of the frame), `text_largest_pct` (the
 largest
 one's), `text_score_mean` / `text_score_max` (detector box scores), `text_rec_conf_max`, `text_words`.
@@ -373,6 +373,7 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
     threads = int(opts.get("threads", 2))
     runtime = str(opts.get("runtime", "auto"))
     sess = _session(DET_MEMBER, opts.get("det_model"), threads, runtime)  # TextCheckUnavailable first, whatever the image
+    empty["text_runtime"] = pick_runtime(runtime)
     if min(h, w) < 8:  # nothing legible fits
         return {**empty, "text_box_list": []}
     small = _detector_copy(rgb, int(opts["max_side"]))
@@ -415,7 +416,7 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
            "text_largest_pct": round(100.0 * max(areas, default=0.0), 3),
            "text_score_mean": round(float(np.mean(scores)), 3) if scores else None,
            "text_score_max": round(max(scores, default=0.0), 3), "text_candidates": len(boxes),
-           "text_box_list": box_list}
+           "text_runtime": empty["text_runtime"], "text_box_list": box_list}
     read = [b for b in boxes if "rec_conf" in b]
     if read:
         out["text_rec_conf_max"] = round(max(b["rec_conf"] for b in read), 3)
