@@ -194,6 +194,10 @@ def test_registry_fields_and_comfyignore():
                if line.strip() and not line.startswith("#")]
     for dev in ("tests/", "bench/", "tools/", ".ci/", "colab/", "rezcty"):
         assert dev in ignored, f".comfyignore must keep {dev} out of the published archive"
+    # the template browser shows <name>.jpg beside each example workflow (tools/make_thumbnails.py makes them)
+    for wf in sorted((REPO / "example_workflows").glob("*.json")):
+        thumb = wf.with_suffix(".jpg")
+        assert thumb.is_file() and thumb.read_bytes()[:3] == b"\xff\xd8\xff", f"{thumb.name}: run tools/make_thumbnails.py"
 
 
 def shipped_files() -> list:
