@@ -124,3 +124,13 @@ def test_prepare_imports_only_the_standard_library_until_a_converter_runs():
     code = ("import sys, rezcty_core.embedded; "
             "heavy = {'numpy', 'torch', 'onnx', 'transformers', 'PIL'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_the_client_names_the_prepare_command_for_an_embedded_upscaler_missing_on_the_server():
+    from rezcty_core.factory.validate import validate_graph
+
+    info = {"UpscaleModelLoader": {"input": {"required": {"model_name": [["4x_other.pth"], {}]}},
+                                   "output": ["UPSCALE_MODEL"], "output_node": False}}
+    graph = {"1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "RealESRGAN_x4plus.safetensors"}}}
+    problem = validate_graph(graph, info)[0]
+    assert "not prepared on the server" in problem and "prepare --only RealESRGAN_x4plus`" in problem
