@@ -147,21 +147,21 @@ def test_both_runtimes_give_the_same_boxes_on_renders_photos_and_watermarks():
     """onnxruntime (installed here by requirements-dev) and torch through onnx2torch (a plain environment)."""
     from image_samples import photo
 
-    china = np.asarray(photo("china.jpg"))
-    images = [qc_synth.clean_image(21, 800, 600), china,
-              synth_text.watermark(qc_synth.clean_image(22, 1200, 900), "centre", 0.6, 6, seed=4),
-              synth_text.watermark(china.copy(), "tiled", 0.5, 5, seed=5),
-              synth_text.watermark(np.asarray(photo("flower.jpg")), "corner", 0.8, 4, seed=6),
-              synth_text.lettering(qc_synth.clean_image(23, 640, 480), "GRAND OPENING")]
+    images = [qc_synth.clean_image(21, 800, 600),  # a clean render: no box on either
+              synth_text.watermark(np.asarray(photo("china.jpg")), "tiled", 0.5, 5, seed=5),  # a real photo, watermarked
+              synth_text.lettering(np.asarray(photo("flower.jpg")), "GRAND OPENING")]  # lettering on a real photo
+    found = []
     for i, img in enumerate(images):
         a = qc_text.detect_text(img, {"runtime": "onnxruntime"})
         b = qc_text.detect_text(img, {"runtime": "torch"})
+        assert (a["text_runtime"], b["text_runtime"]) == ("onnxruntime", "torch")
         assert len(a["text_box_list"]) == len(b["text_box_list"]), i
         for ba, bb in zip(a["text_box_list"], b["text_box_list"]):
             assert np.allclose(ba["points"], bb["points"], atol=1.0) and abs(ba["score"] - bb["score"]) <= 0.002, i
             assert ba["counts"] == bb["counts"] and ba.get("text") == bb.get("text"), i
         assert a["text_boxes"] == b["text_boxes"], i
-    assert sum(qc_text.detect_text(img, {"runtime": "torch"})["text_boxes"] > 0 for img in images) >= 4
+        found.append(b["text_boxes"])
+    assert found[0] == 0 and found[1] > 0 and found[2] > 0, found
 
 
 @pytest.mark.parametrize("shape,fill", [((1, 1, 3), 0), ((5, 700, 3), 128), ((64, 64, 3), 0), ((600, 800, 3), 0)])

@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from rezcty_core.common.embedded_models import prepare_command
 from rezcty_core.common.paths import embedded_raw
+from rezcty_core.qc.ocr_runtime import REC_HEIGHT, OnnxModel, TorchModel, pick_runtime, runtime_available
 
 EMBEDDED_NAME = "pp-ocrv4"  # the manifest's name (rezcty_core/data/embedded_models.json)
 DET_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
@@ -63,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
 # what the check measures: a profile check on one of these cannot run without the detector (qc/verdict.py)
 MEASURES = ("text_boxes", "text_area_pct", "text_largest_pct", "text_score_mean", "text_score_max", "text_candidates",
             "text_rec_conf_max")
-REC_HEIGHT, REC_MAX_WIDTH = 48, 640
+REC_MAX_WIDTH = 640
 MAX_UPSCALE = 4.0
 
 
@@ -77,124 +78,16 @@ def model_path(member: str) -> Path:
 
 _SESSIONS: dict[str, Any] = {}
 _LOCK = threading.Lock()
-RUNTIMES = ("auto", "onnxruntime", "torch")
-
-
-def runtime_available(name: str) -> bool:
-    import importlib.util
-
-    if name == "onnxruntime":
-        return importlib.util.find_spec("onnxruntime") is not None
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx", "onnx2torch"))
-
-
-def pick_runtime(asked: str = "auto") -> str:
-    """`auto`: onnxruntime when any flavour of it is installed (onnxruntime, -gpu, -directml ... all install the
-    `onnxruntime` module), else torch through onnx2torch (the requirements never list onnxruntime: a second copy
-    beside an installed onnxruntime-gpu breaks both)."""
-    if asked not in RUNTIMES:
-        raise TextCheckUnavailable(f"text.runtime '{asked}': expected one of {', '.join(RUNTIMES)}")
-    if asked != "auto":
-        return asked
-    return "onnxruntime" if runtime_available("onnxruntime") else "torch"
-
-
-class _OrtModel:
-    """One PP-OCR model in onnxruntime (CPU), `threads` intra-op threads."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = max(1, int(threads))
-        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input = self.sess.get_inputs()[0].name
-        self.characters = _character_list(self.sess.get_modelmeta().custom_metadata_map.get("character", ""))
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return self.sess.run(None, {self.input: x})[0]
-
-
-class _TorchModel:
-    """The same ONNX graph converted to a torch module by onnx2torch (CPU, float32; torch's own threads).
-
-    PP-OCR's graphs keep their weights in Constant nodes (onnx2torch wants initializers) and lose the rank of a few
-    tensors behind dynamic reshapes (onnx2torch sizes BatchNorm by rank): both are restored before converting, the
-    graph itself unchanged. Same boxes as onnxruntime (tests/test_qc_text_core.py)."""
-
-    def __init__(self, path: Path) -> None:
-        import warnings
-
-        import onnx
-        import torch
-        from onnx2torch import convert
-
-        model = onnx.load(str(path))
-        meta = {p.key: p.value for p in model.metadata_props}
-        self.characters = _character_list(meta.get("character", ""))
-        _prepare_for_onnx2torch(model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # channels-last: oneDNN's convolutions without a layout change around each one (measured 3x faster)
-            self.module = convert(model).eval().to(memory_format=torch.channels_last)
-        self.torch = torch
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        import warnings
-
-        torch = self.torch
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            inp = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
-            return self.module(inp).contiguous().numpy()
-
-
-def _prepare_for_onnx2torch(model: Any) -> None:
-    """In place: Constant nodes -> initializers; shapes inferred; the rank of a Conv output feeding a BatchNorm
-    filled in where inference lost it (a fixed 48 px line height for the recogniser helps it along)."""
-    from onnx import TensorProto, helper, numpy_helper, shape_inference
-
-    graph = model.graph
-    dims = graph.input[0].type.tensor_type.shape.dim
-    if len(dims) == 4 and dims[1].dim_value == 3 and not dims[2].dim_value and dims[3].dim_param:
-        if "character" in {p.key for p in model.metadata_props}:  # the recogniser: lines are 48 px high
-            dims[2].Clear()
-            dims[2].dim_value = REC_HEIGHT
-    kept = []
-    for node in graph.node:
-        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
-            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(node.attribute[0].t), node.output[0]))
-        else:
-            kept.append(node)
-    del graph.node[:]
-    graph.node.extend(kept)
-    inferred = shape_inference.infer_shapes(model)
-    graph.ClearField("value_info")
-    graph.value_info.extend(inferred.graph.value_info)
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.input]
-             if v.type.tensor_type.HasField("shape")}
-    producer = {out: n for n in graph.node for out in n.output}
-    for node in graph.node:
-        if node.op_type != "BatchNormalization" or ranks.get(node.input[0]):
-            continue
-        conv = producer.get(node.input[0])
-        kernel = [a for a in conv.attribute if a.name == "kernel_shape"] if conv is not None else []
-        if conv is None or conv.op_type != "Conv" or not kernel:
-            raise ValueError(f"{node.name}: input rank unknown and not a Conv output")
-        for v in [v for v in graph.value_info if v.name == node.input[0]]:
-            graph.value_info.remove(v)
-        graph.value_info.append(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT,
-                                                              [None] * (len(kernel[0].ints) + 2)))
-
-
 def _session(member: str, override: str | None = None, threads: int = 2, runtime: str = "auto") -> Any:
     """A cached model (onnxruntime session or torch module) for one model file (TextCheckUnavailable when it cannot
     be loaded, or no runtime is installed); `override` is a profile's own model file (`text.det_model` /
     `text.rec_model`) instead of the embedded one; `threads` onnxruntime's intra-op threads (1 while the technical
     checks run beside it: 2 would oversubscribe 2 cores)."""
     path = Path(override).expanduser() if override else model_path(member)
-    rt = pick_runtime(runtime)
+    try:
+        rt = pick_runtime(runtime)
+    except ValueError as e:
+        raise TextCheckUnavailable(str(e)) from None
     key = f"{path}#{rt}#{threads if rt == 'onnxruntime' else ''}"
     with _LOCK:
         if key in _SESSIONS:
@@ -207,7 +100,7 @@ def _session(member: str, override: str | None = None, threads: int = 2, runtime
             raise TextCheckUnavailable(f"no runtime for the text models: {rt} is not installed "
                                        f"(pip install -r requirements.txt brings torch's: onnx, onnx2torch)")
         try:
-            sess = _OrtModel(path, threads) if rt == "onnxruntime" else _TorchModel(path)
+            sess = OnnxModel(path, threads) if rt == "onnxruntime" else TorchModel(path)
         except Exception as e:
             raise TextCheckUnavailable(f"text model {path} could not be loaded ({type(e).__name__}: "
                                        f"{str(e).splitlines()[0][:160] if str(e) else ''}); "
@@ -220,10 +113,6 @@ def _session(member: str, override: str | None = None, threads: int = 2, runtime
 def clear_sessions() -> None:
     with _LOCK:
         _SESSIONS.clear()
-
-
-def _character_list(text: str) -> list[str]:
-    return ["<blank>", *text.splitlines(), " "]
 
 
 def _normalise(rgb: np.ndarray) -> np.ndarray:
