@@ -78,11 +78,13 @@ def model_path(member: str) -> Path:
 
 _SESSIONS: dict[str, Any] = {}
 _LOCK = threading.Lock()
+
+
 def _session(member: str, override: str | None = None, threads: int = 2, runtime: str = "auto") -> Any:
     """A cached model (onnxruntime session or torch module) for one model file (TextCheckUnavailable when it cannot
     be loaded, or no runtime is installed); `override` is a profile's own model file (`text.det_model` /
-    `text.rec_model`) instead of the embedded one; `threads` onnxruntime's intra-op threads (1 while the technical
-    checks run beside it: 2 would oversubscribe 2 cores)."""
+    `text.rec_model`) instead of the embedded one; `threads` its intra-op threads (onnxruntime's are fixed here, torch's
+    set per call: 1 while the technical checks run beside it, 2 would oversubscribe 2 cores)."""
     path = Path(override).expanduser() if override else model_path(member)
     try:
         rt = pick_runtime(runtime)
@@ -245,7 +247,7 @@ def recognise(crops: list[np.ndarray], model: str | None = None, threads: int = 
         pad[:, :nw] = x
         inp = _normalise(pad)
         inp[..., nw:] = 0.0  # rapidocr pads with 0 after normalising
-        probs = sess.run(inp)[0]
+        probs = sess.run(inp, threads)[0]
         ids, conf = probs.argmax(axis=1), probs.max(axis=1)
         keep = (ids != 0) & np.concatenate([[True], ids[1:] != ids[:-1]])
         text = "".join(chars[i] if i < len(chars) else "" for i in ids[keep])
@@ -266,7 +268,7 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
     if min(h, w) < 8:  # nothing legible fits
         return {**empty, "text_box_list": []}
     small = _detector_copy(rgb, int(opts["max_side"]))
-    prob = sess.run(_normalise(small))[0, 0]
+    prob = sess.run(_normalise(small), threads)[0, 0]
     boxes = db_boxes(prob, opts)
     sy, sx = h / small.shape[0], w / small.shape[1]
     rec_conf = None
