@@ -48,6 +48,11 @@ def model_file_path_or_raise(name: str, filename: str) -> str:
     return folder_paths.get_full_path_or_raise(name, filename)
 
 
+def models_directory() -> str:
+    """ComfyUI's `models/` folder (under `--base-directory` when one is given)."""
+    return folder_paths.models_dir
+
+
 def output_directory() -> str:
     return folder_paths.get_output_directory()
 

@@ -86,6 +86,9 @@ class RezctyQCJudge(io.ComfyNode):
         rejected = [e["index"] for e in entries if e["verdict"] != "pass"]
         report = json.dumps(entries, indent=1)
         summary = f"{len(passed)} passed, {len(rejected)} rejected ({profile}); contact sheet {QC_FOLDER}/{stem}.html"
+        not_run = contact_sheet.not_run_summary(entries)
+        if not_run:  # said on the node: which checks never looked at the images, and why
+            summary += "\nchecks not run: " + "\n".join(not_run)
         ui = {"images": [{"filename": f"{stem}.png", "subfolder": QC_FOLDER, "type": "output"}], "text": [summary]}
         return io.NodeOutput(_split(images, passed), _split(images, rejected), report, ui=ui)
 

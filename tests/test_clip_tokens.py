@@ -90,21 +90,25 @@ def test_truncate_inside_a_single_huge_word():
     assert clip_tokens.count_clip_tokens(cut) <= 10
 
 
-def test_tokenizer_files_are_written_once(tmp_path, monkeypatch):
+def test_tokenizer_files_are_written_once_by_prepare_only(tmp_path, monkeypatch):
     source = clip_tokens.vocabulary_source().resolve()
     monkeypatch.setenv("REZCTY_EMBEDDED_DIR", str(tmp_path))
     raw = tmp_path / "raw" / "open_clip"
     raw.mkdir(parents=True)
     (raw / "bpe_simple_vocab_16e6.txt.gz").symlink_to(source)
+    with pytest.raises(FileNotFoundError, match="rezcty_core.embedded prepare .*--only clip-bpe"):
+        clip_tokens.tokenizer_dir()  # a loader never converts
+    assert not (tmp_path / "clip_tokenizer").exists()
+    clip_tokens.prepare_embedded(tmp_path)
     folder = clip_tokens.tokenizer_dir()
     assert folder == tmp_path / "clip_tokenizer"
     mtime = (folder / "vocab.json").stat().st_mtime_ns
-    assert clip_tokens.tokenizer_dir() == folder
+    clip_tokens.prepare_embedded(tmp_path)
     assert (folder / "vocab.json").stat().st_mtime_ns == mtime
     assert not list(folder.glob("*.tmp*"))
 
 
 def test_missing_vocabulary_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("REZCTY_EMBEDDED_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="bpe_simple_vocab_16e6"):
+    with pytest.raises(FileNotFoundError, match="bpe_simple_vocab_16e6.*prepare"):
         clip_tokens.vocabulary_source()

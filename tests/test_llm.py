@@ -39,9 +39,9 @@ def test_embedded_conversion_is_idempotent_and_imports_no_torch_when_done():
             "prepare_smollm2(embedded_dir()); assert 'torch' not in sys.modules, 'torch imported'")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    spec = "rezcty_core.llm.embedded:prepare_smollm2"
-    from rezcty_core.embedded import CONVERTERS
-    assert spec in CONVERTERS
+    from rezcty_core.common import embedded_models
+
+    assert embedded_models.entry(SMOLLM2_NAME)["converter"] == "rezcty_core.llm.embedded:prepare_smollm2"
 
 
 def test_embedded_smollm2_answers_through_its_chat_template():

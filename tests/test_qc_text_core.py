@@ -84,7 +84,7 @@ def test_profile_can_allow_intended_text(render, profile):
     assert "text" not in unique_codes(failed_checks(m, allow))
 
 
-def test_missing_and_corrupt_model_reported_other_checks_decide(tmp_path, render, profile):
+def test_missing_or_corrupt_model_fails_closed_unless_the_profile_skips_it(tmp_path, render, profile):
     corrupt = tmp_path / "det.onnx"
     corrupt.write_bytes(b"\x08\x01this is not an onnx model" * 10)
     blurred = qc_synth.inject(qc_synth.clean_image(12, 800, 600), "blur", 5.0)  # not a duplicate
@@ -97,7 +97,71 @@ def test_missing_and_corrupt_model_reported_other_checks_decide(tmp_path, render
             (miss,) = e["checks_not_run"]
             assert miss["check"] == "text" and words in miss["reason"] and str(model) in miss["reason"]
             assert "text_boxes" not in e["measurements"]
+            (gap,) = [f for f in e["failed_checks"] if f["code"] == "check_unavailable"]
+            assert gap["check"] == "text" and gap["not_run"] == "text"
+        # the clean render was never checked for text: rejected, never passed on
+        assert entries[0]["verdict"] == "reject" and entries[0]["reasons"] == ["check_unavailable"]
+        assert entries[1]["reasons"] == ["blurry", "check_unavailable"]
+        # on purpose: the profile lets the others decide
+        prof["checks"]["text"]["on_unavailable"] = "skip"
+        qc_text.clear_sessions()
+        entries = judge_batch([render, blurred], prof)
+        assert [e["checks_not_run"][0]["check"] for e in entries] == ["text", "text"]
         assert entries[0]["verdict"] == "pass" and entries[1]["reasons"] == ["blurry"]
+
+
+def test_missing_embedded_model_names_the_prepare_command(tmp_path, monkeypatch, render, profile):
+    monkeypatch.setenv("REZCTY_EMBEDDED_DIR", str(tmp_path))  # nothing prepared there
+    qc_text.clear_sessions()
+    prof = copy.deepcopy(profile)
+    prof["checks"]["resolution_min"]["enabled"] = False
+    (entry,) = judge_batch([render], prof)
+    not_run = {nr["check"]: nr["reason"] for nr in entry["checks_not_run"]}
+    assert set(not_run) == {"text", "brisque", "people", "hands"}
+    assert f"prepare --dest {tmp_path} --only pp-ocrv4" in not_run["text"]
+    assert "--only brisque" in not_run["brisque"]
+    # text can reject: unavailable; brisque's check is off in adobe_stock (listed only); people/hands only flag
+    assert entry["verdict"] == "reject" and entry["reasons"] == ["check_unavailable"]
+    assert [f["check"] for f in entry["failed_checks"]] == ["text"]
+    prof["checks"]["brisque"]["enabled"] = True
+    (entry,) = judge_batch([render], prof)
+    assert sorted(f["check"] for f in entry["failed_checks"]) == ["brisque", "text"]
+    assert entry["flags"] == []
+    qc_text.clear_sessions()
+
+
+def test_disabled_check_or_no_value_is_not_unavailable():
+    prof = {"checks": {"text": {"code": "text", "measure": "text_boxes", "max": 0},
+                       "blur": {"code": "blurry", "measure": "blur_sigma_px", "max": 1.8}}}
+    gone = {"checks_not_run": [{"check": "text", "reason": "x", "measures": list(qc_text.MEASURES)}]}
+    assert failed_checks({}, prof) == []  # no value for this image: not judged
+    assert [f["code"] for f in failed_checks(gone, prof)] == ["check_unavailable"]
+    prof["checks"]["text"]["enabled"] = False
+    assert failed_checks(gone, prof) == []
+    prof["checks"]["text"].update(enabled=True, on_unavailable="skip")
+    assert failed_checks(gone, prof) == []
+    assert "check_unavailable" in REASON_CODES
+
+
+def test_both_runtimes_give_the_same_boxes_on_renders_photos_and_watermarks():
+    """onnxruntime (installed here by requirements-dev) and torch through onnx2torch (a plain environment)."""
+    from image_samples import photo
+
+    images = [qc_synth.clean_image(21, 800, 600),  # a clean render: no box on either
+              synth_text.watermark(np.asarray(photo("china.jpg")), "tiled", 0.5, 5, seed=5),  # a real photo, watermarked
+              synth_text.lettering(np.asarray(photo("flower.jpg")), "GRAND OPENING")]  # lettering on a real photo
+    found = []
+    for i, img in enumerate(images):
+        a = qc_text.detect_text(img, {"runtime": "onnxruntime"})
+        b = qc_text.detect_text(img, {"runtime": "torch"})
+        assert (a["text_runtime"], b["text_runtime"]) == ("onnxruntime", "torch")
+        assert len(a["text_box_list"]) == len(b["text_box_list"]), i
+        for ba, bb in zip(a["text_box_list"], b["text_box_list"]):
+            assert np.allclose(ba["points"], bb["points"], atol=1.0) and abs(ba["score"] - bb["score"]) <= 0.002, i
+            assert ba["counts"] == bb["counts"] and ba.get("text") == bb.get("text"), i
+        assert a["text_boxes"] == b["text_boxes"], i
+        found.append(b["text_boxes"])
+    assert found[0] == 0 and found[1] > 0 and found[2] > 0, found
 
 
 @pytest.mark.parametrize("shape,fill", [((1, 1, 3), 0), ((5, 700, 3), 128), ((64, 64, 3), 0), ((600, 800, 3), 0)])

@@ -76,17 +76,22 @@ def test_profile_with_text_disabled_passes_the_watermark(comfy, profiles):
 
 
 @pytest.mark.parametrize("profile,words", [("qc_text_missing", "not found"), ("qc_text_corrupt", "could not be loaded")])
-def test_missing_or_corrupt_model_says_text_check_did_not_run(comfy, profiles, profile, words):
+def test_missing_or_corrupt_model_rejects_with_check_unavailable_and_says_so(comfy, profiles, profile, words):
     seed = 710 + 2 * len(words)  # other pictures per case: an image passed in one case is no duplicate in the next
     marked = synth_text.watermark(qc_synth.clean_image(seed, 800, 600), "centre", opacity=1.0, height_pct=8, seed=3)
     blurred = qc_synth.inject(qc_synth.clean_image(seed + 1, 800, 600), "blur", 5.0)
     files = [save_input(comfy, f"qct_{profile}_a.png", marked), save_input(comfy, f"qct_{profile}_b.png", blurred)]
-    _, report = run_judge(comfy, files, profile, f"qct{profile}")
+    result, report = run_judge(comfy, files, profile, f"qct{profile}")
     for entry in report:
         (miss,) = entry["checks_not_run"]
         assert miss["check"] == "text" and words in miss["reason"]
-    assert report[0]["verdict"] == "pass"  # the text check could not run; the others still decide ...
-    assert report[1]["reasons"] == ["blurry"]  # ... and still reject
+    # the gate fails closed: the watermark is never passed on because the check could not look for it
+    assert report[0]["verdict"] == "reject" and report[0]["reasons"] == ["check_unavailable"]
+    assert report[1]["reasons"] == ["blurry", "check_unavailable"]
+    summary = result.text("judge")[0]
+    assert "0 passed, 2 rejected" in summary and "checks not run: text (2 of 2 images)" in summary and words in summary
+    page = comfy.output_file(result.ui("judge")["images"][0]).with_suffix(".html").read_text()
+    assert "Checks that did not run" in page and page.count("not run: text") == 2
 
 
 @pytest.mark.parametrize("name,rgb", [

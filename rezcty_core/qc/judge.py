@@ -9,6 +9,8 @@ from typing import Any
 
 from rezcty_core.qc.verdict import REASON_CODES
 
+JUDGE_CODES = tuple(c for c in REASON_CODES if c != "check_unavailable")  # the gate's own code, never the judge's
+
 LLM_TEXT_KEYS = ("width", "height", "megapixels", "upscale_needed", "blur_sigma_px", "motion_blur_px", "noise_sigma", "mean_luma",
                  "highlight_clip_pct", "shadow_clip_pct", "dynamic_range", "channel_range", "color_cast", "colourfulness",
                  "colour_clip_pct", "jpeg_blockiness", "jpeg_quality", "banding_ratio", "brisque",
@@ -20,7 +22,7 @@ def measurements_text(measurements: dict, failed: list[dict]) -> str:
     parts = [f"{k} {measurements[k]}" for k in LLM_TEXT_KEYS if measurements.get(k) is not None]
     broken = "; ".join(f"{f['code']} ({f['measure']} {f['value']} vs limit {f['limit']})" for f in failed) or "none"
     return (f"Measurements: {', '.join(parts)}.\nTechnical checks failed: {broken}.\n"
-            f"Reason codes: {', '.join(REASON_CODES)}.")
+            f"Reason codes: {', '.join(JUDGE_CODES)}.")
 
 
 def validate_llm_verdict(obj: Any) -> dict:
@@ -52,7 +54,7 @@ def llm_verdict(llm: Any, measurements: dict, failed: list[dict], embedding: Any
             messages, validate_llm_verdict, retries=int(opts.get("retries", 2)), image=embedding if sees else None,
             temperature=float(opts.get("temperature", 0.2)), top_p=float(opts.get("top_p", 0.9)),
             max_new_tokens=int(opts.get("max_new_tokens", 256)), seed=int(seed),
-            schema=judge_verdict_schema(REASON_CODES))  # constrained decoding: the first reply always parses
+            schema=judge_verdict_schema(JUDGE_CODES))  # constrained decoding: the first reply always parses
     except Exception as e:  # one image's LLM failure must not stop the batch
         return {"valid": False, "status": f"error, verdict from measurements alone: {type(e).__name__}: {e}",
                 "saw_image": sees}

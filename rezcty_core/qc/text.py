@@ -1,5 +1,7 @@
-"""Text and watermark detection for the QC judge: PP-OCRv4 (from the `rapidocr-onnxruntime` wheel, run in
-plain onnxruntime, the package never imported) with DB post-processing and an optional recogniser.
+"""Text and watermark detection for the QC judge: PP-OCRv4 (the manifest's `pp-ocrv4`, from the
+`rapidocr-onnxruntime` wheel, the package never installed) with DB post-processing and an optional recogniser.
+The two ONNX models run in onnxruntime when any flavour of it is installed, else in torch through onnx2torch
+(`runtime`: the requirements never list onnxruntime, which would clash with an installed onnxruntime-gpu).
 
 `detect_text(rgb, options) -> dict` returns the measurements (`text_*`) and the boxes found:
 
@@ -14,12 +16,13 @@ plain onnxruntime, the package never imported) with DB post-processing and an op
   reads the largest boxes: its confidence is the second opinion (a window grid or a checker floor has
   text-like strokes but reads as nothing), and the words read go in the report.
 
-Measurements: `text_boxes` (boxes that count as text: box score >= box_thresh and, when the recogniser ran,
+Measurements (and `text_runtime`: onnxruntime or torch): `text_boxes` (boxes that count as text: box score >= box_thresh and, when the recogniser ran,
 its confidence >= rec_min_conf), `text_area_pct` (their share of the frame), `text_largest_pct` (the
 largest
 one's), `text_score_mean` / `text_score_max` (detector box scores), `text_rec_conf_max`, `text_words`.
-A detector model that is missing or unreadable raises `TextCheckUnavailable`; the caller reports that the
-check could not run and lets the other checks decide.
+A detector model that is missing or unreadable, or no runtime, raises `TextCheckUnavailable`; the caller
+reports the check in `checks_not_run`, and the verdict rejects with `check_unavailable` (qc/verdict.py) unless
+the profile's check says `"on_unavailable": "skip"`.
 """
 from __future__ import annotations
 
@@ -32,9 +35,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from rezcty_core.common.embedded_models import prepare_command
 from rezcty_core.common.paths import embedded_raw
+from rezcty_core.qc.ocr_runtime import REC_HEIGHT, OnnxModel, TorchModel, pick_runtime, runtime_available
 
-WHEEL = "rapidocr_onnxruntime-1.4.4"
+EMBEDDED_NAME = "pp-ocrv4"  # the manifest's name (rezcty_core/data/embedded_models.json)
 DET_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 REC_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
 WHEEL_MEMBERS = [DET_MEMBER, REC_MEMBER]
@@ -54,8 +59,12 @@ DEFAULTS: dict[str, Any] = {
     "max_candidates": 1000,
     "det_model": None,  # a profile may point at its own PP-OCR det/rec ONNX files (default: the embedded ones)
     "rec_model": None,
+    "runtime": "auto",  # onnxruntime when installed (any flavour), else torch through onnx2torch; or name one
 }
-REC_HEIGHT, REC_MAX_WIDTH = 48, 640
+# what the check measures: a profile check on one of these cannot run without the detector (qc/verdict.py)
+MEASURES = ("text_boxes", "text_area_pct", "text_largest_pct", "text_score_mean", "text_score_max", "text_candidates",
+            "text_rec_conf_max")
+REC_MAX_WIDTH = 640
 MAX_UPSCALE = 4.0
 
 
@@ -71,28 +80,34 @@ _SESSIONS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
-def _session(member: str, override: str | None = None, threads: int = 2) -> Any:
-    """A cached onnxruntime session for one model file (TextCheckUnavailable when it cannot be loaded);
-    `override` is a profile's own model file (`text.det_model` / `text.rec_model`) instead of the embedded one;
-    `threads` its intra-op threads (1 while the technical checks run beside it: 2 would oversubscribe 2 cores)."""
+def _session(member: str, override: str | None = None, threads: int = 2, runtime: str = "auto") -> Any:
+    """A cached model (onnxruntime session or torch module) for one model file (TextCheckUnavailable when it cannot
+    be loaded, or no runtime is installed); `override` is a profile's own model file (`text.det_model` /
+    `text.rec_model`) instead of the embedded one; `threads` its intra-op threads (onnxruntime's are fixed here, torch's
+    set per call: 1 while the technical checks run beside it, 2 would oversubscribe 2 cores)."""
     path = Path(override).expanduser() if override else model_path(member)
-    key = f"{path}#{threads}"
+    try:
+        rt = pick_runtime(runtime)
+    except ValueError as e:
+        raise TextCheckUnavailable(str(e)) from None
+    key = f"{path}#{rt}#{threads if rt == 'onnxruntime' else ''}"
     with _LOCK:
         if key in _SESSIONS:
             return _SESSIONS[key]
         if not path.is_file():
-            raise TextCheckUnavailable(f"text detector model not found: {path} (run ./rezcty set-up, which unpacks "
-                                       f"it from {WHEEL}.whl)")
+            hint = (f"prepare it with: {prepare_command(EMBEDDED_NAME)}" if not override
+                    else "fix the profile's text.det_model / text.rec_model")
+            raise TextCheckUnavailable(f"text detector model not found: {path} ({hint})")
+        if not runtime_available(rt):
+            raise TextCheckUnavailable(f"no runtime for the text models: {rt} is not installed "
+                                       f"(pip install -r requirements.txt brings torch's: onnx, onnx2torch)")
         try:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            opts.intra_op_num_threads = max(1, int(threads))
-            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            sess = OnnxModel(path, threads) if rt == "onnxruntime" else TorchModel(path)
         except Exception as e:
             raise TextCheckUnavailable(f"text model {path} could not be loaded ({type(e).__name__}: "
-                                       f"{str(e).splitlines()[0][:160] if str(e) else ''}); re-run set-up") from None
+                                       f"{str(e).splitlines()[0][:160] if str(e) else ''}); "
+                                       + (f"prepare it again with: {prepare_command(EMBEDDED_NAME)}" if not override
+                                          else "fix the profile's model file")) from None
         _SESSIONS[key] = sess
         return sess
 
@@ -100,12 +115,6 @@ def _session(member: str, override: str | None = None, threads: int = 2) -> Any:
 def clear_sessions() -> None:
     with _LOCK:
         _SESSIONS.clear()
-
-
-def _characters(sess: Any) -> list[str]:
-    meta = sess.get_modelmeta().custom_metadata_map
-    chars = meta.get("character", "").splitlines()
-    return ["<blank>", *chars, " "]
 
 
 def _normalise(rgb: np.ndarray) -> np.ndarray:
@@ -222,12 +231,13 @@ def _crop_scaled(rgb: np.ndarray, box: dict, sy: float, sx: float) -> np.ndarray
                           "length": big["length"] * fk, "width": big["width"] * fk})
 
 
-def recognise(crops: list[np.ndarray], model: str | None = None, threads: int = 2) -> list[tuple[str, float]]:
+def recognise(crops: list[np.ndarray], model: str | None = None, threads: int = 2,
+              runtime: str = "auto") -> list[tuple[str, float]]:
     """CTC greedy reading of each crop: (text, mean confidence of the characters kept)."""
     if not crops:
         return []
-    sess = _session(REC_MEMBER, model, threads)
-    chars = _characters(sess)
+    sess = _session(REC_MEMBER, model, threads, runtime)
+    chars = sess.characters
     out = []
     for crop in crops:
         h, w = crop.shape[:2]
@@ -237,7 +247,7 @@ def recognise(crops: list[np.ndarray], model: str | None = None, threads: int = 
         pad[:, :nw] = x
         inp = _normalise(pad)
         inp[..., nw:] = 0.0  # rapidocr pads with 0 after normalising
-        probs = sess.run(None, {sess.get_inputs()[0].name: inp})[0][0]
+        probs = sess.run(inp, threads)[0]
         ids, conf = probs.argmax(axis=1), probs.max(axis=1)
         keep = (ids != 0) & np.concatenate([[True], ids[1:] != ids[:-1]])
         text = "".join(chars[i] if i < len(chars) else "" for i in ids[keep])
@@ -252,11 +262,13 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
     empty: dict[str, Any] = {"text_boxes": 0, "text_area_pct": 0.0, "text_largest_pct": 0.0, "text_score_mean": None,
                              "text_score_max": 0.0, "text_candidates": 0}
     threads = int(opts.get("threads", 2))
-    sess = _session(DET_MEMBER, opts.get("det_model"), threads)  # raises TextCheckUnavailable first, whatever the image
+    runtime = str(opts.get("runtime", "auto"))
+    sess = _session(DET_MEMBER, opts.get("det_model"), threads, runtime)  # TextCheckUnavailable first, whatever the image
+    empty["text_runtime"] = pick_runtime(runtime)
     if min(h, w) < 8:  # nothing legible fits
         return {**empty, "text_box_list": []}
     small = _detector_copy(rgb, int(opts["max_side"]))
-    prob = sess.run(None, {sess.get_inputs()[0].name: _normalise(small)})[0][0, 0]
+    prob = sess.run(_normalise(small), threads)[0, 0]
     boxes = db_boxes(prob, opts)
     sy, sx = h / small.shape[0], w / small.shape[1]
     rec_conf = None
@@ -265,7 +277,7 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
             order = sorted(range(len(boxes)), key=lambda i: -boxes[i]["length"] * boxes[i]["width"])
             order = order[: int(opts["rec_max_boxes"])]
             crops = [_crop_scaled(rgb, boxes[i], sy, sx) for i in order]
-            for i, (text, conf) in zip(order, recognise(crops, opts.get("rec_model"), threads)):
+            for i, (text, conf) in zip(order, recognise(crops, opts.get("rec_model"), threads, runtime)):
                 boxes[i]["text"], boxes[i]["rec_conf"] = text, conf
             rec_conf = True
         except TextCheckUnavailable as e:
@@ -295,7 +307,7 @@ def detect_text(rgb: np.ndarray, options: dict | None = None) -> dict[str, Any]:
            "text_largest_pct": round(100.0 * max(areas, default=0.0), 3),
            "text_score_mean": round(float(np.mean(scores)), 3) if scores else None,
            "text_score_max": round(max(scores, default=0.0), 3), "text_candidates": len(boxes),
-           "text_box_list": box_list}
+           "text_runtime": empty["text_runtime"], "text_box_list": box_list}
     read = [b for b in boxes if "rec_conf" in b]
     if read:
         out["text_rec_conf_max"] = round(max(b["rec_conf"] for b in read), 3)
@@ -319,8 +331,9 @@ def add_measurements(m: dict, rgb: np.ndarray, profile: dict, threads: int | Non
     """Run the text check per the profile and put its measurements in `m` (in place); `threads`: the
     detector's intra-op threads (default 2; `measure.measure_with_profile` gives 1 while it runs beside the rest).
 
-    When the detector cannot run, `m["checks_not_run"]` gets {"check": "text", "reason": ...} and no
-    `text_*` value is set, so the profile's `text` check is skipped while the other checks still decide.
+    When the detector cannot run, `m["checks_not_run"]` gets {"check": "text", "reason", "measures"} and no
+    `text_*` value is set: the profile's `text` check then rejects with `check_unavailable` (qc/verdict.py)
+    unless it says `"on_unavailable": "skip"`.
     """
     opts = profile_options(profile)
     if opts is None:
@@ -331,10 +344,11 @@ def add_measurements(m: dict, rgb: np.ndarray, profile: dict, threads: int | Non
     try:
         m.update(detect_text(rgb, opts))
     except TextCheckUnavailable as e:
-        m.setdefault("checks_not_run", []).append({"check": "text", "reason": str(e)})
+        m.setdefault("checks_not_run", []).append({"check": "text", "reason": str(e), "measures": list(MEASURES)})
     except Exception as e:  # a detector failure on one image is reported, never stops the batch
         m.setdefault("checks_not_run", []).append(
-            {"check": "text", "reason": f"text detector failed on this image: {type(e).__name__}: {e}"})
+            {"check": "text", "reason": f"text detector failed on this image: {type(e).__name__}: {e}",
+             "measures": list(MEASURES)})
 
 
 def entry_extras(m: dict) -> dict:

@@ -2,28 +2,40 @@
 
 `failed_checks(measurements, profile)` compares the measurements with the profile's thresholds;
 `combine_verdicts(...)` folds in the LLM judge (docs/qc.md). `REASON_CODES` are every reason a report can give.
+
+The gate fails closed: an enabled check whose measure a detector could not make (its model or runtime missing or
+corrupt: the measurements' `checks_not_run` names the measures it would have made) fails with `check_unavailable`,
+unless the profile's check says `"on_unavailable": "skip"`. A check turned off, or a measure with no value for
+this image (no edges to judge, a tiny frame), is not "unavailable": it is simply not judged.
 """
 from __future__ import annotations
 
 REASON_CODES = (
     "low_resolution", "too_large", "blurry", "noisy", "overexposed", "underexposed", "low_contrast",
     "color_cast", "oversaturated", "jpeg_artifacts", "banding", "poor_quality", "duplicate", "llm_reject", "qc_error",
-    "text", "upsampled",
+    "text", "upsampled", "check_unavailable",
 )
+ON_UNAVAILABLE = ("reject", "skip")
 
 
 def failed_checks(measurements: dict, profile: dict) -> list[dict]:
     """The profile checks this image breaks, each as {code, check, measure, value, limit}.
 
     A check with `"when": {"measure": m, "min"/"max": x}` applies only while measurement m is in that range.
+    A check whose measure could not be made because its detector did not run is {code: "check_unavailable",
+    check, measure, value: None, limit: None, not_run: the detector} unless it says `"on_unavailable": "skip"`.
     """
+    not_run = {meas: nr["check"] for nr in measurements.get("checks_not_run") or [] for meas in nr.get("measures", ())}
     failed = []
     for key, check in profile.get("checks", {}).items():
         if check.get("enabled", True) is False:
             continue
         value = measurements.get(check["measure"])
-        if value is None:  # not measurable on this image (e.g. no edges for blur)
-            continue
+        if value is None:
+            if check["measure"] in not_run and check.get("on_unavailable", "reject") != "skip":
+                failed.append({"code": "check_unavailable", "check": key, "measure": check["measure"], "value": None,
+                               "limit": None, "not_run": not_run[check["measure"]]})
+            continue  # otherwise not measurable on this image (e.g. no edges for blur)
         when = check.get("when")
         if when is not None:  # the check applies only while another measurement is in range
             other = measurements.get(when["measure"])

@@ -1,7 +1,8 @@
 """CLIP token counts, measured with the real CLIP BPE tokenizer (the one SD 1.5's text encoder reads).
 
-The vocabulary is open_clip's `bpe_simple_vocab_16e6.txt.gz` (the embedded copy unpacked at set-up).
-It is turned once into the `vocab.json` + `merges.txt` pair a transformers `CLIPTokenizer` reads, so the
+The vocabulary is open_clip's `bpe_simple_vocab_16e6.txt.gz` (the manifest's `clip-bpe`). `prepare_embedded`,
+run by `python -m rezcty_core.embedded prepare`, turns it once into the `vocab.json` + `merges.txt` pair a
+transformers `CLIPTokenizer` reads (nothing here writes at run time), so the
 ids are exactly those of ComfyUI's `comfy/sd1_tokenizer` (a test checks it). Counts exclude the start and
 end tokens: SD 1.5 sees 75 content tokens per 77-token chunk.
 """
@@ -15,13 +16,17 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from rezcty_core.common.paths import embedded_dir, embedded_raw
+from rezcty_core.common.embedded_models import prepare_command, require
+from rezcty_core.common.paths import embedded_raw
 
 # One 77-token CLIP window minus the start and end tokens.
 CLIP_CONTENT_TOKENS = 75
 # CLIP's BPE: 49152 merges lines in the file; the first is a header, 256 bytes + 2 specials are reserved.
 _MERGES_END = 49152 - 256 - 2 + 1
 _lock = threading.Lock()
+EMBEDDED_NAME = "clip-bpe"  # the manifest's name (rezcty_core/data/embedded_models.json)
+VOCAB_RAW = ("open_clip", "bpe_simple_vocab_16e6.txt.gz")
+OUT_FOLDER = "clip_tokenizer"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -37,10 +42,10 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(keep, (chr(c) for c in chars)))
 
 
-def vocabulary_source() -> Path:
-    path = embedded_raw("open_clip", "bpe_simple_vocab_16e6.txt.gz")
+def vocabulary_source(dest: Path | None = None) -> Path:
+    path = Path(dest).joinpath("raw", *VOCAB_RAW) if dest is not None else embedded_raw(*VOCAB_RAW)
     if not path.exists():
-        raise FileNotFoundError(f"CLIP BPE vocabulary not found at {path}; run `./rezcty` set-up (it unpacks open_clip_torch)")
+        raise FileNotFoundError(f"CLIP BPE vocabulary not found at {path}; {prepare_command(EMBEDDED_NAME, dest)}")
     return path
 
 
@@ -56,15 +61,18 @@ def build_vocab_and_merges(bpe_gz: Path) -> tuple[dict[str, int], list[str]]:
 
 
 def tokenizer_dir() -> Path:
-    """Folder with `vocab.json` + `merges.txt` built from the embedded vocabulary (made once, atomically)."""
-    out = embedded_dir() / "clip_tokenizer"
+    """Folder with `vocab.json` + `merges.txt` (prepared; EmbeddedModelMissing naming the command otherwise)."""
+    return require(EMBEDDED_NAME) / OUT_FOLDER
+
+
+def prepare_embedded(dest: Path) -> None:
+    """Converter of the manifest's `clip-bpe`: `dest/clip_tokenizer/{vocab.json,merges.txt}` (idempotent)."""
+    out = Path(dest) / OUT_FOLDER
     vocab_path, merges_path = out / "vocab.json", out / "merges.txt"
     if vocab_path.exists() and merges_path.exists():
-        return out
+        return
     with _lock:
-        if vocab_path.exists() and merges_path.exists():
-            return out
-        vocab, merges = build_vocab_and_merges(vocabulary_source())
+        vocab, merges = build_vocab_and_merges(vocabulary_source(dest))
         out.mkdir(parents=True, exist_ok=True)
         suffix = f".tmp{os.getpid()}"
         tmp_merges = merges_path.with_name(merges_path.name + suffix)
@@ -73,7 +81,6 @@ def tokenizer_dir() -> Path:
         tmp_vocab = vocab_path.with_name(vocab_path.name + suffix)
         tmp_vocab.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp_vocab, vocab_path)
-    return out
 
 
 @lru_cache(maxsize=1)

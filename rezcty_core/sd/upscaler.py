@@ -188,17 +188,34 @@ def embedded_upscaler_dir(dest: Path | None = None) -> Path:
     return Path(dest) / OUT_FOLDER
 
 
-def prepare_embedded(dest: Path) -> None:
-    """Convert both ncnn models into `dest/upscale_models/*.safetensors` (idempotent; a stat() when done)."""
+def prepare_model(dest: Path, stem: str) -> None:
+    """Convert one ncnn model into `dest/upscale_models/<name>.safetensors` (idempotent; a stat() when done)."""
     dest = Path(dest)
-    folder = embedded_upscaler_dir(dest)
-    for stem, filename in MODELS.items():
-        out = folder / filename
-        if out.exists():
-            continue
-        param_path, bin_path = dest / "raw" / RAW_DIR / f"{stem}.param", dest / "raw" / RAW_DIR / f"{stem}.bin"
-        for p in (param_path, bin_path):
-            if not p.exists():
-                raise FileNotFoundError(f"{p}: the Real-ESRGAN ncnn file is missing; run ./rezcty setup")
-        convert(param_path, bin_path, out)
-        print(f"[rezcty] embedded: converted {stem} -> {out}", flush=True)
+    out = embedded_upscaler_dir(dest) / MODELS[stem]
+    if out.exists():
+        return
+    param_path, bin_path = dest / "raw" / RAW_DIR / f"{stem}.param", dest / "raw" / RAW_DIR / f"{stem}.bin"
+    for p in (param_path, bin_path):
+        if not p.exists():
+            from rezcty_core.common.embedded_models import prepare_command
+
+            raise FileNotFoundError(f"{p}: the Real-ESRGAN ncnn file is missing; "
+                                    f"{prepare_command(Path(MODELS[stem]).stem, dest)}")
+    convert(param_path, bin_path, out)
+    print(f"[rezcty] embedded: converted {stem} -> {out}", flush=True)
+
+
+def prepare_x4plus(dest: Path) -> None:
+    """Converter of the manifest's `RealESRGAN_x4plus`."""
+    prepare_model(dest, "realesrgan-x4plus")
+
+
+def prepare_x4plus_anime(dest: Path) -> None:
+    """Converter of the manifest's `RealESRGAN_x4plus_anime`."""
+    prepare_model(dest, "realesrgan-x4plus-anime")
+
+
+def prepare_embedded(dest: Path) -> None:
+    """Both upscalers (idempotent; a stat() when done)."""
+    for stem in MODELS:
+        prepare_model(dest, stem)
