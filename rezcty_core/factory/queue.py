@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -423,7 +423,7 @@ def run_worker(url: str, server: str, concurrency: int = 1, timeout: float = 360
     url = resolve_url(url)
     if concurrency < 1:
         raise ClientError(f"--concurrency: expected 1 or more, got {concurrency}")
-    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    name = name or f"{platform.node()}-{os.getpid()}"
     redis = check_broker(url)
     comfy = ComfyClient(server)
     try:
@@ -440,7 +440,7 @@ def run_worker(url: str, server: str, concurrency: int = 1, timeout: float = 360
     app = make_app(url, timeout)
     stop = threading.Event()
     beat_key = f"{PREFIX}worker:{name}"
-    facts = json.dumps({"server": comfy.url, "host": socket.gethostname(), "concurrency": concurrency,
+    facts = json.dumps({"server": comfy.url, "host": platform.node(), "concurrency": concurrency,
                         "timeout": timeout, "started": time.time()})
 
     def heartbeat() -> None:
@@ -466,7 +466,7 @@ def run_worker(url: str, server: str, concurrency: int = 1, timeout: float = 360
 
     # Colab and Kaggle run everything as root; Celery's warning is about pickle, which this app never accepts
     warnings.filterwarnings("ignore", category=SecurityWarning)
-    worker = app.Worker(hostname=f"{name}@{socket.gethostname()}", pool="threads", concurrency=concurrency,
+    worker = app.Worker(hostname=f"{name}@{platform.node()}", pool="threads", concurrency=concurrency,
                         queues=[QUEUE], loglevel=loglevel, quiet=True, without_gossip=True,
                         without_mingle=True, without_heartbeat=True, optimization="fair")
     try:
