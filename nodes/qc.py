@@ -87,6 +87,8 @@ class RezctyQCJudge(io.ComfyNode):
         rejected = [e["index"] for e in entries if e["verdict"] != "pass"]
         report = json.dumps(entries, indent=1)
         summary = f"{len(passed)} passed, {len(rejected)} rejected ({profile}); contact sheet {QC_FOLDER}/{stem}.html"
+        if any("similar_budget" in e for e in entries):  # the similar-content budget needs DINOv2 embeddings
+            summary += "; similar-content budget off: no image embeddings connected"
         ui = {"images": [{"filename": f"{stem}.png", "subfolder": QC_FOLDER, "type": "output"}], "text": [summary]}
         return io.NodeOutput(_split(images, passed), _split(images, rejected), report, ui=ui)
 
