@@ -1,16 +1,21 @@
 """QC that sees, part 2 (issue 20): plain-upscale detection, faces and hands: calibration and speed.
 
-    .venv/bin/python bench/qc_sees_calibration.py [--synth N] [--esrgan N] [--no-speed]
+    .venv/bin/python bench/qc_sees_calibration.py [--synth N] [--hard N] [--big N] [--esrgan N] [--no-speed]
     (also run by bench/bench_qc_calibration.py, `./rezcty bench qc`)
 
 Upsampled (`upsample_detail_db` against the adobe_stock profile's limit): real photos from scikit-image
-(native, JPEG q90 / q75), their Lanczos x2 and x4 enlargements (x4 from a 256 px copy, as an SD render would
-be, and of the full photo), bicubic x4, Lanczos x4 saved as JPEG q90, scikit-image's other images and
-scikit-learn's two photos (reported apart), the procedural clean renders (tests/fixtures/qc_synth.py) and their
-Lanczos x4 from 256 px and x2, and Real-ESRGAN x4plus (the embedded model, spandrel) outputs of 96 px crops, cached
-under .comfyui/cache/qc_esrgan/ (`--esrgan N` makes up to N missing ones; ~3 min each on 2 busy cores).
-Targets: >= 95 % of Lanczos x4 flagged, <= 5 % of native photos, clean renders and Real-ESRGAN outputs; the
-margins (dB between the limit and the nearest image of each group) are printed.
+(native, JPEG q90 / q75), their Lanczos x2, x3 and x4 enlargements (x4 from a 256 px copy, as an SD render would
+be, and of the full photo), PIL bicubic x2 and x4, torch bicubic (ComfyUI's "bicubic") x2 and x4, bilinear and
+Lanczos x4 saved as JPEG q90 (reported), Gaussian-blurred photos (reported), scikit-image's other images and
+scikit-learn's two photos, the procedural clean renders (tests/fixtures/qc_synth.py) at 1024x768 (and Lanczos x4
+from 256 px, x2, bicubic x2) and at 2048x2048 (Lanczos, bicubic, torch bicubic x2 and Lanczos x4 from their own
+reduction), issue 28's hard-edged scenes (2400x1800) and flat-colour illustrations (2048x1536) with their Lanczos,
+bicubic and torch bicubic x2, x3, x4 from their own reduction, and Real-ESRGAN x4plus (the embedded model, spandrel)
+outputs of 96 px crops of the photos and of the scenes and illustrations at a quarter size, cached under
+.comfyui/cache/qc_esrgan/ (`--esrgan N` makes up to N missing ones; 10-120 s each on 2 busy cores).
+Targets: >= 95 % of each Lanczos / bicubic enlargement group flagged, <= 5 % of each native group (photos, JPEGs of
+them, clean renders, scenes, illustrations, Real-ESRGAN outputs); the margins (dB between the limit and the
+nearest image of each group) are printed.
 
 Faces / hands: counts on the photos with people and on landscapes (target: faces where there are people,
 none on landscapes), and the clean renders.
@@ -117,7 +122,7 @@ def esrgan_outputs(make: int) -> list[tuple[str, np.ndarray]]:
 ENLARGEMENTS = (("Lanczos", Image.LANCZOS), ("bicubic", Image.BICUBIC), ("torch bicubic", "torch-bicubic"))
 
 
-def upsampled_calibration(n_synth: int, esrgan_make: int, n_hard: int = 10) -> bool:
+def upsampled_calibration(n_synth: int, esrgan_make: int, n_hard: int = 10, n_big: int = 20) -> bool:
     profile = load_profile("adobe_stock")
     limit = float(profile["checks"]["upsampled"]["min"])
     groups: dict[str, list[tuple[str, float | None]]] = {}
@@ -167,7 +172,7 @@ def upsampled_calibration(n_synth: int, esrgan_make: int, n_hard: int = 10) -> b
         if seed < 20:
             add("clean render Lanczos x2", f"seed {seed}", enlarge(render, 2, None))
             add("clean render bicubic x2", f"seed {seed}", enlarge(render, 2, None, Image.BICUBIC))
-    for seed in range(200, 200 + n_hard):  # renders at the stock size: smoother per pixel than at 1024x768
+    for seed in range(200, 200 + n_big):  # renders at the stock size: smoother per pixel than at 1024x768
         render = qc_synth.clean_image(seed, 2048, 2048)
         add("clean render 2048x2048 native", f"seed {seed}", render)
         for label, method in ENLARGEMENTS:
@@ -272,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--synth", type=int, default=20, help="clean procedural renders (1024x768)")
     ap.add_argument("--hard", type=int, default=10, help="hard-edged scenes (2400x1800) and flat illustrations (2048x1536)")
+    ap.add_argument("--big", type=int, default=20, help="clean renders at 2048x2048 (the stock size)")
     ap.add_argument("--esrgan", type=int, default=0, help="Real-ESRGAN outputs to make when not cached")
     ap.add_argument("--no-speed", action="store_true")
     args = ap.parse_args(argv)
-    ok = upsampled_calibration(args.synth, args.esrgan, args.hard)
+    ok = upsampled_calibration(args.synth, args.esrgan, args.hard, args.big)
     ok &= people_calibration(min(args.synth, 10))
     if not args.no_speed:
         speed()
