@@ -63,13 +63,22 @@ def test_calibrated_profile_agrees_with_a_stricter_reviewer_on_held_out_photos(g
 def test_too_few_reviews_is_refused_and_bad_lines_are_named(graded, tmp_path, capsys):
     base, rows = graded
     passed = [r for r in rows if r[3]["verdict"] == "pass"][:17]
-    sidecars = qc_reviewer.write_sidecars(tmp_path / "stock", [r[2] for r in passed], [r[3] for r in passed])
+    sidecars = qc_reviewer.write_sidecars(tmp_path / "stock", [r[2] for r in passed[:15]], [r[3] for r in passed[:15]])
     (sidecars / "broken.jpg").write_bytes(b"\xff\xd8")
     (sidecars / "broken.json").write_text('{"filename": "broken.jpg",\n "qc": ')
+    batch = tmp_path / "line3"  # a line-3 batch folder: results.json rows whose texts hold the QC report
+    (batch / "files").mkdir(parents=True)
+    results = []
+    for n, r in enumerate(passed[15:]):
+        image = batch / "files" / r[2]
+        image.write_bytes(b"stand-in")
+        results.append({"key": f"k{n}", "image": str(image), "files": [], "texts": {"5": [json.dumps([r[3]])]}})
+    (batch / "results.json").write_text(json.dumps(results))
     review = qc_reviewer.write_review_csv(tmp_path / "review.csv", [(r[2], True, "") for r in passed])
     with open(review, "a", encoding="utf-8") as f:
         f.write("odd.jpg,maybe,\n")
-    code = calibrate_qc.main(["--qc", str(sidecars), "--review", str(review), "--out", str(tmp_path / "p.json")])
+    code = calibrate_qc.main(["--qc", str(sidecars), "--qc", str(batch), "--review", str(review),
+                              "--out", str(tmp_path / "p.json")])
     err = capsys.readouterr().err
     assert code == 2
     assert "17 reviewed images matched a QC result; calibration needs at least 20: 3 more needed" in err
