@@ -12,6 +12,7 @@ import time
 import torch
 
 from rezcty_core.qc import contact_sheet
+from rezcty_core.qc import profiles as _profiles
 from rezcty_core.qc.batch import judge_batch
 from rezcty_core.qc.profiles import list_profiles, load_profile
 
@@ -23,10 +24,10 @@ QC_FOLDER = "rezcty_qc"  # under ComfyUI's output/: history.jsonl and the contac
 
 
 def user_profile_dirs() -> list[str]:
-    """User profiles: `<ComfyUI user dir>/rezcty/qc_profiles/` and any folders in $REZCTY_QC_PROFILES."""
-    dirs = [os.path.join(host.user_directory(), "rezcty", "qc_profiles")]
-    dirs += [d for d in os.environ.get("REZCTY_QC_PROFILES", "").split(os.pathsep) if d]
-    return dirs
+    """User profiles: `<ComfyUI user dir>/rezcty/qc_profiles/` and any folders in $REZCTY_QC_PROFILES (the lookup
+    training.calibrate_qc shares: `profiles.user_profile_dirs`). Read on every /object_info call, so a profile
+    added there shows in the combo after a browser refresh, without a restart."""
+    return [str(d) for d in _profiles.user_profile_dirs(host.user_directory())]
 
 
 def _split(images: torch.Tensor, keep: list[int]):
@@ -86,6 +87,8 @@ class RezctyQCJudge(io.ComfyNode):
         rejected = [e["index"] for e in entries if e["verdict"] != "pass"]
         report = json.dumps(entries, indent=1)
         summary = f"{len(passed)} passed, {len(rejected)} rejected ({profile}); contact sheet {QC_FOLDER}/{stem}.html"
+        if any("similar_budget" in e for e in entries):  # the similar-content budget needs DINOv2 embeddings
+            summary += "; similar-content budget off: no image embeddings connected"
         not_run = contact_sheet.not_run_summary(entries)
         if not_run:  # said on the node: which checks never looked at the images, and why
             summary += "\nchecks not run: " + "\n".join(not_run)

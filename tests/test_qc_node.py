@@ -147,3 +147,51 @@ def test_dinov2_embeddings_feed_the_duplicate_check(comfy, small_profile):
     assert dup["of"] == "batch #0" and dup["cosine"] >= 0.999
     history = [json.loads(line) for line in (comfy.output_dir / "rezcty_qc" / "history.jsonl").read_text().splitlines()]
     assert any(h["embedding"] is not None and len(h["embedding"]) == 384 for h in history)
+
+
+def _square(rgb: np.ndarray, box: tuple[float, float, float, float] = (0, 0, 1, 1), turn: float = 0.0) -> np.ndarray:
+    """A 448x448 (0.2 MP) framing of a photo: the crop box (fractions), turned by `turn` degrees first."""
+    from PIL import ImageOps
+
+    im = Image.fromarray(rgb).rotate(turn, Image.BICUBIC) if turn else Image.fromarray(rgb)
+    w, h = im.size
+    im = im.crop((int(box[0] * w), int(box[1] * h), int(box[2] * w), int(box[3] * h)))
+    return np.asarray(ImageOps.fit(im, (448, 448), Image.LANCZOS))
+
+
+def test_similar_budget_keeps_two_per_cluster_of_near_variations(comfy, small_profile):
+    """Three framings of one photo (DINOv2 cosine 0.93-0.96: similar, not duplicates) and two of another: the
+    cluster of three keeps its two best-scored and refuses the third as `similar`; the pair stays; the contact sheet
+    groups both clusters. Without image embeddings there is no budget, and the report says so."""
+    from image_samples import skimage_photo
+
+    rocket, astronaut = skimage_photo("rocket.jpg"), skimage_photo("astronaut.png")
+    frames = [_square(rocket), _square(rocket, (0.15, 0.15, 1, 1)), _square(astronaut),
+              _square(rocket, (0.06, 0.06, 0.94, 0.94), turn=4), _square(astronaut, (0, 0, 0.85, 0.85))]
+    files = [save_input(comfy, f"qc_similar_{i}.png", rgb) for i, rgb in enumerate(frames)]
+    folder = comfy.base_dir / "user" / "rezcty" / "qc_profiles"  # no history: these photos stay out of other tests
+    (folder / "qc_test_similar.json").write_text(json.dumps({"extends": SMALL_PROFILE, "duplicate": {"history": False}}))
+    graph = judge_graph(files, "qc_test_similar", prefix="qcsim")
+    graph["dino"] = {"class_type": "RezctyDINOv2Loader",
+                     "inputs": {"model": "embedded: dinov2-small", "device": "cpu", "dtype": "fp32"}}
+    graph["emb"] = {"class_type": "RezctyDINOv2Embed", "inputs": {"dino": ["dino", 0], "pooling": "cls",
+                                                                  "use_cache": False,
+                                                                  "image": graph["judge"]["inputs"]["images"]}}
+    graph["judge"]["inputs"]["image_embedding"] = ["emb", 0]
+    result = comfy.run(graph)
+    report = json.loads(result.text("report")[0])
+    rockets, astronauts = [report[i] for i in (0, 1, 3)], [report[i] for i in (2, 4)]
+    assert len({e["similar_cluster"] for e in rockets}) == 1 and len({e["similar_cluster"] for e in astronauts}) == 1
+    assert rockets[0]["similar_cluster"] != astronauts[0]["similar_cluster"]
+    kept = [e for e in rockets if e["verdict"] == "pass"]
+    refused = [e for e in rockets if e["verdict"] == "reject"]
+    assert len(kept) == 2 and len(refused) == 1 and refused[0]["reasons"] == ["similar"], [e["reasons"] for e in rockets]
+    assert refused[0]["score"] <= min(e["score"] for e in kept)  # the best-scored stay
+    similar_to = refused[0]["measurements"]["similar_to"]
+    assert similar_to["keep"] == 2 and 0.92 <= similar_to["cosine"] < 0.97 and len(similar_to["of"]) == 2
+    assert all(e["verdict"] == "pass" for e in astronauts)
+    page = comfy.output_file(result.ui("judge")["images"][0]).with_suffix(".html").read_text(encoding="utf-8")
+    assert page.count('class="cluster"') == 2 and "3 images, 2 kept (at most 2 per group)" in page
+    # the same frames without embeddings: no budget, and each entry says why
+    plain = json.loads(comfy.run(judge_graph(files[:2], "qc_test_similar", prefix="qcsim2")).text("report")[0])
+    assert all("no image embeddings" in e["similar_budget"] for e in plain)

@@ -49,11 +49,13 @@ def batch_graph(files: list[str], profile: str, writer_prompt: str | None = None
 
 def test_lanczos_x4_enlargement_is_rejected_as_upsampled(comfy):
     profile = small_profile(comfy)
-    native = np.asarray(Image.fromarray(skimage_photo("chelsea.png")).crop((0, 0, 256, 256)))
-    big = np.asarray(Image.fromarray(native).resize((1024, 1024), Image.LANCZOS))
+    native = np.asarray(Image.fromarray(skimage_photo("chelsea.png")).crop((100, 60, 228, 188)))
+    big = np.asarray(Image.fromarray(native).resize((512, 512), Image.LANCZOS))
     sharp = skimage_photo("astronaut.png")
     files = [save_input(comfy, "qc_sees_lanczos4.png", big), save_input(comfy, "qc_sees_sharp.png", sharp)]
-    # the second image goes through a nearest-exact 512x512 scale: the same pixels (astronaut is 512x512)
+    # the second image goes through a nearest-exact 512x512 scale: the same pixels (astronaut is 512x512). Both are
+    # 512 px: ImageBatch enlarges a smaller second image to the first's size (bilinear), and issue 28's detector
+    # rightly calls that an enlargement
     report = json.loads(comfy.run(batch_graph(files, profile)).text("report")[0])
     assert report[0]["verdict"] == "reject" and "upsampled" in report[0]["reasons"], report[0]["reasons"]
     assert report[0]["measurements"]["upsample_factor"] == 4
@@ -99,3 +101,26 @@ def test_brand_names_read_in_the_image_never_reach_the_metadata(comfy):
     assert any("brand names read in the image" in w and "apple" in w for w in seen["warnings"]), seen["warnings"]
     assert "apple" in [k.lower() for k in plain["keywords"]], plain["keywords"]  # no lettering: the fruit stays
     assert "nike" not in " ".join(plain["keywords"]).lower()  # a brand in the prompt is blocked anyway
+
+
+def test_lanczos_x2_x3_x4_of_a_hard_edged_scene_are_upsampled_and_the_scene_is_not(comfy):
+    """Issue 28: a hard-edged procedural scene (sky, ridges, lit windows, a fine checker floor, discs; 2400x1800)
+    enlarged x2, x3, x4 from its own reduction leaks through the Lanczos kernel far above the rounding floor; the
+    detector now predicts that leak. adobe_stock as shipped (4.32 MP passes its resolution check)."""
+    scene = qc_synth.hard_edged_scene(2)
+    frames = [qc_synth.reduce_enlarge(scene, k) for k in (2, 3, 4)] + [scene]  # all 2400x1800
+    files = [save_input(comfy, f"qc_sees_scene_{n}.png", rgb) for n, rgb in zip(("x2", "x3", "x4", "native"), frames)]
+    graph: dict = {f"l{i}": {"class_type": "LoadImage", "inputs": {"image": name}} for i, name in enumerate(files)}
+    last = ["l0", 0]
+    for i in range(1, len(files)):
+        graph[f"b{i}"] = {"class_type": "ImageBatch", "inputs": {"image1": last, "image2": [f"l{i}", 0]}}
+        last = [f"b{i}", 0]
+    graph["judge"] = {"class_type": "RezctyQCJudge", "inputs": {"images": last, "profile": "adobe_stock"}}
+    graph["report"] = {"class_type": "PreviewAny", "inputs": {"source": ["judge", 2]}}
+    report = json.loads(comfy.run(graph).text("report")[0])
+    for entry, k in zip(report[:3], (2, 3, 4)):
+        assert entry["verdict"] == "reject" and "upsampled" in entry["reasons"], (k, entry["reasons"])
+        assert entry["measurements"]["upsample_detail_db"] < 4.0 - 2.0, (k, entry["measurements"]["upsample_detail_db"])
+    native = report[3]
+    assert native["verdict"] == "pass", (native["reasons"], native["measurements"]["upsample_detail_db"])
+    assert native["measurements"]["upsample_detail_db"] > 4.0 + 10.0

@@ -2,7 +2,8 @@
 
 Each tile shows the thumbnail, the verdict (green pass / red reject), the score, the reason codes and
 the key measurements. Thumbnails are embedded in the HTML (base64 JPEG), so the page can be mailed
-or opened from Google Drive without its folder.
+or opened from Google Drive without its folder. A cluster of similar images (the similar-content budget:
+`similar_cluster` in the entries) is shown together, in one framed group that says how many it keeps.
 """
 from __future__ import annotations
 
@@ -47,13 +48,36 @@ def _key_lines(measurements: dict) -> list[str]:
     return out
 
 
+def grouped_order(entries: list[dict]) -> list[int]:
+    """Positions in sheet order: each cluster of similar images together, where its first member stands."""
+    first: dict[int, int] = {}
+    for pos, entry in enumerate(entries):
+        if entry.get("similar_cluster") is not None:
+            first.setdefault(entry["similar_cluster"], pos)
+    return sorted(range(len(entries)), key=lambda pos: (first.get(entries[pos].get("similar_cluster"), pos), pos))
+
+
+def _cluster_line(entries: list[dict], cluster: int) -> str:
+    members = [e for e in entries if e.get("similar_cluster") == cluster]
+    kept = sum(e["verdict"] == "pass" for e in members)
+    keep = next((e["measurements"]["similar_to"]["keep"] for e in members
+                 if (e.get("measurements") or {}).get("similar_to")), None)
+    return (f"similar group {cluster}: {len(members)} images, {kept} kept"
+            + (f" (at most {keep} per group)" if keep is not None else ""))
+
+
 def render_html(entries: list[dict], thumbs: list[Image.Image], title: str = "rezcty QC") -> str:
     passed = sum(e["verdict"] == "pass" for e in entries)
     lines = not_run_summary(entries)
     not_run_html = ("<p>Checks that did not run (their model or runtime is missing or corrupt):</p><ul class=notrun>"
                     + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>") if lines else ""
     tiles = []
-    for entry, thumb in zip(entries, thumbs):
+    order = grouped_order(entries)
+    for n, pos in enumerate(order):
+        entry, thumb = entries[pos], thumbs[pos]
+        cluster = entry.get("similar_cluster")
+        if cluster is not None and (n == 0 or entries[order[n - 1]].get("similar_cluster") != cluster):
+            tiles.append(f'<div class="cluster"><div class=clabel>{html.escape(_cluster_line(entries, cluster))}</div>')
         buf = io.BytesIO()
         thumb.save(buf, "JPEG", quality=85)
         src = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -72,6 +96,8 @@ def render_html(entries: list[dict], thumbs: list[Image.Image], title: str = "re
             f'<figcaption><b>#{entry["index"]} {verdict.upper()}</b> score {entry.get("score", 0):g}'
             f'<div class=reasons>{html.escape(reasons)}</div><div class=meas>{html.escape(meas)}</div>'
             f'{flag_line}{llm_line}</figcaption></figure>')
+        if cluster is not None and (n == len(order) - 1 or entries[order[n + 1]].get("similar_cluster") != cluster):
+            tiles.append("</div>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -82,6 +108,8 @@ figure.pass{{border-color:#2ea043}} figure.reject{{border-color:#cf222e}}
 img{{display:block;max-width:{THUMB}px;max-height:{THUMB}px;margin:auto}}
 figcaption{{padding:4px;font-size:12px}} .reasons{{color:#ff9b9b}} .meas,.llm{{color:#aaa}} .flags{{color:#ffd479}}
 .notrun{{color:#ff9b3b}} ul.notrun{{background:#3a2400;padding:.5em 2em}}
+.cluster{{display:flex;flex-wrap:wrap;gap:12px;padding:8px;border:2px dashed #d29922;border-radius:6px}}
+.clabel{{width:100%;color:#d29922;font-size:13px}}
 </style></head><body>
 <h1>{html.escape(title)}</h1><p>{len(entries)} images: {passed} passed, {len(entries) - passed} rejected.</p>
 {not_run_html}
@@ -100,7 +128,8 @@ def render_png(entries: list[dict], thumbs: list[Image.Image], columns: int = 6)
     cell_w, cell_h = THUMB + 12, THUMB + 12 + text_h
     sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), (17, 17, 17))
     draw = ImageDraw.Draw(sheet)
-    for i, (entry, thumb) in enumerate(zip(entries, thumbs)):
+    for i, pos in enumerate(grouped_order(entries)):
+        entry, thumb = entries[pos], thumbs[pos]
         x, y = (i % cols) * cell_w, (i // cols) * cell_h
         colour = COLOURS.get(entry["verdict"], (128, 128, 128))
         draw.rectangle([x + 1, y + 1, x + cell_w - 2, y + THUMB + 10], outline=colour, width=4)
@@ -109,6 +138,9 @@ def render_png(entries: list[dict], thumbs: list[Image.Image], columns: int = 6)
                  ", ".join(entry.get("reasons", [])) or "-"]
         if entry.get("flags"):
             lines[1] += "  check: " + ", ".join(entry["flags"])
+        if entry.get("similar_cluster") is not None:  # the group also shows by its amber underline
+            lines[0] += f"  similar #{entry['similar_cluster']}"
+            draw.line([x + 4, y + THUMB + 12, x + cell_w - 4, y + THUMB + 12], fill=(210, 153, 34), width=3)
         meas = _key_lines(entry.get("measurements", {}))
         lines += [" ".join(meas[:3]), " ".join(meas[3:6])]
         if entry.get("checks_not_run"):  # in place of the second row of measurements

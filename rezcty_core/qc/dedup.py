@@ -135,3 +135,83 @@ class History:
         with FileLock(str(self.path) + ".lock"), open(self.path, "a") as f:
             for fp in fps:
                 f.write(json.dumps({**fp.to_json(), "added": stamp}) + "\n")
+
+
+# --- the similar-content budget (issue 28): at most `keep` accepted images per cluster of similar ones ---------
+
+SIMILAR_MIN_COSINE = 0.92  # DINOv2 cosine for "similar" (below the duplicate's 0.97; bench/qc_similar_calibration.py)
+SIMILAR_KEEP = 2  # accepted images per cluster of similar ones
+# the most recent accepted images of earlier runs the budget counts: at 0.92 about 1 in 1000 unrelated images reads
+# as similar, so a history of H gives each new image ~H/1000 false neighbours (two are needed to refuse it)
+SIMILAR_HISTORY = 200
+NO_EMBEDDINGS = "off: no image embeddings (connect DINOv2 Embed of this batch to image_embedding)"
+
+
+def _similar(a: Fingerprint, b: Fingerprint, min_cosine: float) -> float | None:
+    """The cosine when both have embeddings of the same model and it reaches min_cosine, else None."""
+    if a.embedding is None or b.embedding is None or a.embedding_model != b.embedding_model:
+        return None
+    cos = cosine(a.embedding, b.embedding)
+    return cos if cos >= min_cosine else None
+
+
+def apply_similar_budget(entries: list[dict], fingerprints: list[Fingerprint | None], history: list[Fingerprint],
+                         profile: dict) -> None:
+    """Keep at most `duplicate.similar_keep` images per cluster of similar ones (DINOv2 cosine >= `duplicate.
+    similar_min_cosine`), counting the accepted images of earlier runs (`history`) as kept: among this batch's passed
+    images the best-scored stay, the rest become `reject` with reason `similar` and `measurements.similar_to`
+    {"of": [kept labels], "cosine", "cluster", "keep"}. Members of a cluster get `similar_cluster` (its number) for
+    the contact sheet. Only the `duplicate.similar_history` most recent remembered images count (null: all). Without
+    embeddings there is no budget: each entry says so in `similar_budget`."""
+    opts = profile.get("duplicate", {})
+    keep = int(opts.get("similar_keep", SIMILAR_KEEP))
+    min_cosine = float(opts.get("similar_min_cosine", SIMILAR_MIN_COSINE))
+    recent = opts.get("similar_history", SIMILAR_HISTORY)
+    history = history if recent is None else history[-int(recent):] if int(recent) > 0 else []
+    passed = [i for i, e in enumerate(entries) if e["verdict"] == "pass" and fingerprints[i] is not None
+              and fingerprints[i].embedding is not None]
+    if not passed:
+        if not any(fp is not None and fp.embedding is not None for fp in fingerprints):
+            for entry in entries:
+                entry["similar_budget"] = NO_EMBEDDINGS
+        return
+    if keep <= 0:
+        return
+    kept = [fp for fp in history if fp.embedding is not None]
+    order = sorted(passed, key=lambda i: (-float(entries[i].get("score", 0.0)), i))
+    refused: dict[int, dict] = {}
+    for i in order:
+        near = [(cos, fp.label) for fp in kept if (cos := _similar(fingerprints[i], fp, min_cosine)) is not None]
+        if len(near) >= keep:
+            near.sort(reverse=True)
+            refused[i] = {"of": [label for _, label in near], "cosine": round(near[0][0], 4)}
+        else:
+            kept.append(fingerprints[i])
+    # clusters: connected groups of similar images among this batch's passed ones (the contact sheet shows them)
+    parent = {i: i for i in passed}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a_pos, a in enumerate(passed):
+        for b in passed[a_pos + 1:]:
+            if _similar(fingerprints[a], fingerprints[b], min_cosine) is not None:
+                parent[root(b)] = root(a)
+    groups: dict[int, list[int]] = {}
+    for i in passed:
+        groups.setdefault(root(i), []).append(i)
+    number = 0
+    for members in sorted(groups.values()):
+        if len(members) < 2 and not any(i in refused for i in members):
+            continue
+        number += 1
+        for i in members:
+            entries[i]["similar_cluster"] = number
+            if i in refused:
+                entry = entries[i]
+                entry["verdict"] = "reject"
+                entry["reasons"] = [*entry.get("reasons", []), "similar"]
+                entry["measurements"]["similar_to"] = {**refused[i], "cluster": number, "keep": keep}

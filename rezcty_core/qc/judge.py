@@ -9,7 +9,7 @@ from typing import Any
 
 from rezcty_core.qc.verdict import REASON_CODES
 
-JUDGE_CODES = tuple(c for c in REASON_CODES if c != "check_unavailable")  # the gate's own code, never the judge's
+JUDGE_CODES = tuple(c for c in REASON_CODES if c not in ("check_unavailable", "similar"))  # the gate's own codes (a missing check, the batch budget), never the judge's
 
 LLM_TEXT_KEYS = ("width", "height", "megapixels", "upscale_needed", "blur_sigma_px", "motion_blur_px", "noise_sigma", "mean_luma",
                  "highlight_clip_pct", "shadow_clip_pct", "dynamic_range", "channel_range", "color_cast", "colourfulness",

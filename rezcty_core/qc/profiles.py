@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 from rezcty_core.common.paths import DATA_DIR
 from rezcty_core.qc.verdict import ON_UNAVAILABLE, REASON_CODES
 
 BUILTIN_PROFILE_DIR = DATA_DIR / "qc_profiles"
+PROFILES_ENV = "REZCTY_QC_PROFILES"  # more profile folders, os.pathsep-separated
 
 
 class ProfileError(ValueError):
@@ -19,6 +21,25 @@ class ProfileError(ValueError):
 def profile_dirs(extra: list[str | Path] | None = None) -> list[Path]:
     """Where profiles are looked up, later folders overriding earlier ones (built-ins first)."""
     return [BUILTIN_PROFILE_DIR, *[Path(p) for p in (extra or [])]]
+
+
+def user_profile_dirs(comfy_user_dir: str | Path | None = None) -> list[Path]:
+    """The user profile folders, as the QC Judge reads them: `<ComfyUI user dir>/rezcty/qc_profiles/` when the
+    user directory is given, then each folder in $REZCTY_QC_PROFILES (the QC Judge node and
+    training.calibrate_qc both look names up here)."""
+    dirs = [Path(comfy_user_dir) / "rezcty" / "qc_profiles"] if comfy_user_dir else []
+    return dirs + [Path(d) for d in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if d]
+
+
+def find_profile(name_or_path: str | Path, extra: list[str | Path] | None = None) -> dict:
+    """`load_profile` for a profile name, or for a path to a .json file (its folder is read last, so it wins)."""
+    spec = str(name_or_path)
+    path = Path(spec).expanduser()
+    if spec.endswith(".json") or os.sep in spec or (os.altsep and os.altsep in spec):
+        if not path.is_file():
+            raise ProfileError(f"{path}: QC profile file not found")
+        return load_profile(path.stem, [*(extra or []), path.parent])
+    return load_profile(spec, extra)
 
 
 def list_profiles(extra: list[str | Path] | None = None) -> list[str]:

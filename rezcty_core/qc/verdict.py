@@ -13,7 +13,7 @@ from __future__ import annotations
 REASON_CODES = (
     "low_resolution", "too_large", "blurry", "noisy", "overexposed", "underexposed", "low_contrast",
     "color_cast", "oversaturated", "jpeg_artifacts", "banding", "poor_quality", "duplicate", "llm_reject", "qc_error",
-    "text", "upsampled", "check_unavailable",
+    "text", "upsampled", "check_unavailable", "similar",
 )
 ON_UNAVAILABLE = ("reject", "skip")
 

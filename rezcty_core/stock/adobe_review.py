@@ -29,7 +29,7 @@ ADOBE_REASONS: tuple[tuple[str, str], ...] = (
     ("under-expos", "underexposed"), ("exposure", "exposure"), ("white balance", "color_cast"),
     ("colour cast", "color_cast"), ("color cast", "color_cast"), ("contrast", "low_contrast"),
     ("saturat", "oversaturated"), ("chromatic aberration", "chromatic_aberration"), ("banding", "banding"),
-    ("similar", "duplicate"), ("duplicate", "duplicate"), ("spam", "duplicate"),
+    ("similar", "similar"), ("duplicate", "duplicate"), ("spam", "duplicate"),
     ("commercial appeal", "low_commercial_appeal"), ("aesthetic", "low_commercial_appeal"),
     ("intellectual property", "intellectual_property"), ("trademark", "intellectual_property"),
     ("logo", "intellectual_property"), ("copyright", "intellectual_property"), ("brand", "intellectual_property"),
