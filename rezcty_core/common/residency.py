@@ -23,6 +23,7 @@ class Resident(Protocol):
     """What a host needs from a model to manage its memory."""
 
     kind: str  # "LLM", "DINOv2": what logs and ComfyUI's model list call it
+    label: str  # which one: "SmolLM2-135M-Instruct + whisperer_v1", "dinov2-small"
     device: str  # where its weights run, chosen by `host().device(...)` when the handle was made
     patcher: Any  # the host's own record of the loaded weights (ComfyUI: a ModelPatcher); None when not loaded
 

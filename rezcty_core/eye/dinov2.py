@@ -152,7 +152,7 @@ class Dino:
             raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
         if dtype not in ("auto", "fp32", "fp16", "bf16"):
             raise ValueError(f"dtype must be auto, fp32, fp16 or bf16, got {dtype!r}")
-        self.device = residency.host().device(device)
+        self._device: str | None = None
         self.patcher = None  # the host's record of the loaded weights (ComfyUI: a ModelPatcher)
         self.loads = 0  # how often this handle read its weights from disk
         config = json.loads((self.path / "config.json").read_text())
@@ -164,6 +164,10 @@ class Dino:
         self._identity: str | None = None
         self._model = None
         self._lock = threading.Lock()
+
+    @property
+    def label(self) -> str:
+        return self.name
 
     @property
     def dim(self) -> int:
@@ -184,6 +188,14 @@ class Dino:
     @property
     def is_loaded(self) -> bool:
         return self._model is not None
+
+    @property
+    def device(self) -> str:
+        """The host's device for the requested one (ComfyUI's inside ComfyUI), resolved on first use: a fully
+        cached pass never imports torch."""
+        if self._device is None:
+            self._device = residency.host().device(self.requested_device)
+        return self._device
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -221,10 +233,9 @@ class Dino:
     def drop_weights(self) -> None:
         """Forget the weights (the handle stays usable and reloads on next use) and give the memory back."""
         with self._lock:
-            if self._model is None and self.patcher is None:
+            if self._model is None:
                 return
-            self._model = None
-            self.patcher = None
+            self._model = None  # `patcher` is the host's to replace
         gc.collect()
         torch = _torch()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -255,7 +266,7 @@ _LOADED_LOCK = threading.Lock()
 def load_dinov2(name_or_path: str | os.PathLike = "embedded", device: str = "auto", dtype: str = "auto") -> Dino:
     """A (shared) handle on a DINOv2 folder; the weights load lazily on the first forward pass."""
     path = resolve_model_path(name_or_path)
-    key = (str(path.resolve()), residency.host().device(device), dtype)
+    key = (str(path.resolve()), device, dtype)
     with _LOADED_LOCK:
         dino = _LOADED.get(key)
         if dino is None:

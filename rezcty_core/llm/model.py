@@ -77,6 +77,7 @@ class LoadedLLM:
         self.projector: Any = None
         self.patcher: Any = None  # the host's record of the loaded weights (ComfyUI: a ModelPatcher)
         self.loads = 0  # how often this handle read its weights from disk
+        self._memory_needed: int | None = None
         self._lock = threading.RLock()
 
     # -- identity -------------------------------------------------------------------------
@@ -122,13 +123,15 @@ class LoadedLLM:
         """The planned inference peak (weights, KV cache, activations) from config.json, without the weights."""
         from rezcty_core.llm.memory_plan import plan_memory, read_config
 
-        try:
-            plan = plan_memory(read_config(self.base_dir), device_type=self.device.split(":")[0], mode="inference",
-                               quantization=self.quantization, dtype=self.precision.dtype, seq_len=1024,
-                               image_tokens=4 if self.can_see else 0)
-            return int(plan.total)
-        except (ValueError, FileNotFoundError):
-            return int(sum(f.stat().st_size for f in self.base_dir.glob("*.safetensors")) * 1.2)
+        if self._memory_needed is None:
+            try:
+                plan = plan_memory(read_config(self.base_dir), device_type=self.device.split(":")[0],
+                                   mode="inference", quantization=self.quantization, dtype=self.precision.dtype,
+                                   seq_len=1024, image_tokens=4 if self.can_see else 0)
+                self._memory_needed = int(plan.total)
+            except (ValueError, FileNotFoundError):
+                self._memory_needed = int(sum(f.stat().st_size for f in self.base_dir.glob("*.safetensors")) * 1.2)
+        return self._memory_needed
 
     def load_weights(self, device: str) -> None:
         """Read tokenizer, weights, LoRA and projector from disk onto `device` (a no-op when loaded)."""
@@ -142,10 +145,9 @@ class LoadedLLM:
     def drop_weights(self) -> None:
         """Forget the weights (the next use reads them again) and give their memory back."""
         with self._lock:
-            if self.model is None and self.patcher is None:
+            if self.model is None:
                 return
-            self.model = self.tokenizer = self.projector = None
-            self.patcher = None
+            self.model = self.tokenizer = self.projector = None  # `patcher` is the host's to replace
         gc.collect()  # transformers models hold reference cycles: collect them now, not at some later gc
         try:
             import torch
