@@ -12,10 +12,13 @@ if _PACK_DIR not in sys.path:
     sys.path.append(_PACK_DIR)
 
 from .nodes import discover_nodes  # noqa: E402
-from .nodes.host import ComfyExtension, io  # noqa: E402
+from .nodes.host import HOST, ComfyExtension, io  # noqa: E402
 
 
 class RezctyExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        await HOST.hook_prompt_end()  # keep_loaded off unloads once per prompt (nodes/host.py)
+
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return discover_nodes()
 

@@ -20,19 +20,19 @@ QWEN = "embedded: Qwen2.5-Coder-1.5B-Instruct"
 
 
 def decode_rate(dtype: str, tokens: int) -> tuple[float, float, str]:
-    from rezcty_core.llm import batching, whisperer
+    from rezcty_core.llm import whisperer
     from rezcty_core.llm.model import load_llm
 
     t = time.perf_counter()
     llm = load_llm(QWEN, dtype=dtype, keep_loaded=False)
     load_s = time.perf_counter() - t
     chat = whisperer.whisperer_messages("a lighthouse on a cliff", False, True)
-    batching.generate_batch(llm, [chat], [0], do_sample=False, max_new_tokens=2)  # warm-up
+    llm.generate_batch([chat], [0], do_sample=False, max_new_tokens=2)  # warm-up
     t = time.perf_counter()
-    batching.generate_batch(llm, [chat], [0], do_sample=False, max_new_tokens=1)
+    llm.generate_batch([chat], [0], do_sample=False, max_new_tokens=1)
     prefill = time.perf_counter() - t
     t = time.perf_counter()
-    text = batching.generate_batch(llm, [chat], [0], do_sample=False, max_new_tokens=tokens)[0]
+    text = llm.generate_batch([chat], [0], do_sample=False, max_new_tokens=tokens)[0]
     total = time.perf_counter() - t
     n = len(llm.tokenizer(text, add_special_tokens=False)["input_ids"])
     rate = max(n - 1, 1) / max(total - prefill, 1e-6)

@@ -29,16 +29,6 @@ def node_cache_dir() -> str:
     return os.environ.get("REZCTY_DINOV2_CACHE") or os.path.join(output_dir(), CACHE_SUBDIR)
 
 
-def make_room_on_gpu(dino) -> None:
-    """Before the weights first go to the GPU, let ComfyUI offload its own models (a 16 GB T4 holds SD too)."""
-    if dino.is_loaded or not dino.device.startswith("cuda"):
-        return
-    try:
-        host.free_memory(dino.weights_bytes() * 1.2)
-    except Exception as e:  # best effort: loading still works, ComfyUI just keeps its models
-        print(f"[rezcty] DINOv2: could not ask ComfyUI for GPU memory: {e}")
-
-
 class RezctyDINOv2Loader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -47,13 +37,14 @@ class RezctyDINOv2Loader(io.ComfyNode):
             display_name="DINOv2 Loader",
             category=f"{CATEGORY}/vision",
             description="Pick a DINOv2 model (HF folders under models/dinov2/, or the embedded dinov2-small). "
-                        "Weights load on the first embed and stay loaded.",
+                        "Weights load on the first embed and stay loaded in ComfyUI's memory manager, which "
+                        "evicts them for other models and frees them on Unload Models.",
             inputs=[
                 io.Combo.Input("model", options=[EMBEDDED_CHOICE, *list_model_dirs("dinov2")], default=EMBEDDED_CHOICE,
                                tooltip="A transformers DINOv2 folder in models/dinov2/ (save_pretrained layout), or "
                                        "the embedded default derived from DINOv2-small."),
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
-                               tooltip="auto: the GPU when there is one."),
+                               tooltip="auto: ComfyUI's device (the GPU when there is one)."),
                 io.Combo.Input("dtype", options=["auto", "fp32", "fp16", "bf16"], default="auto",
                                tooltip="auto: bf16 (or fp16) on GPU, fp32 on CPU. The cache is shared across dtypes."),
             ],
@@ -94,7 +85,6 @@ class RezctyDINOv2Embed(io.ComfyNode):
     @classmethod
     def execute(cls, dino, image, pooling: str, use_cache: bool, resolution: int = 0) -> io.NodeOutput:
         frames = images_to_uint8(image)
-        make_room_on_gpu(dino)
         bar = host.progress_bar(len(frames))
         embeddings = vision.embed_images(
             dino, frames, pooling=pooling, resolution=resolution or None,

@@ -22,7 +22,8 @@ class RezctyLLMLoader(io.ComfyNode):
             category=f"{CATEGORY}/llm",
             description="Load a causal LLM (HF folder under models/LLM/, or the embedded SmolLM2-135M-Instruct (fast) / Qwen2.5-Coder-1.5B-Instruct (better prompts)) with "
                         "an optional rezcty adapter (LoRA + DINOv2 projector) from models/rezcty_adapters/. "
-                        "Weights load here, on execute, never at start-up.",
+                        "Weights load here, on execute, never at start-up, on ComfyUI's device; ComfyUI's memory "
+                        "manager owns them (it evicts them for other models, and Unload Models frees them).",
             inputs=[
                 io.Combo.Input("base_model", options=[EMBEDDED_CHOICE, QWEN_CHOICE, *list_model_dirs("LLM")], default=EMBEDDED_CHOICE,
                                tooltip="An HF-format model folder in models/LLM/ (Llama 3.1 8B, Mistral 7B, Qwen, ...) "
@@ -34,8 +35,10 @@ class RezctyLLMLoader(io.ComfyNode):
                 io.Combo.Input("quantization", options=list(QUANTIZATIONS), default="none",
                                tooltip="8bit / 4bit-nf4 (double quant, bf16 compute) need a CUDA GPU and bitsandbytes."),
                 io.Boolean.Input("keep_loaded", default=True,
-                                 tooltip="Keep the weights in memory between runs. Off: the node that uses the LLM "
-                                         "frees it when done, so the next line of the factory gets the whole GPU."),
+                                 tooltip="Keep the weights in memory between runs (ComfyUI still evicts them when "
+                                         "another model needs the room). Off: the LLM is freed when the prompt that "
+                                         "used it ends (a list of ideas loads it once), so the next line of the "
+                                         "factory gets the whole GPU."),
             ],
             outputs=[LLMType.Output(display_name="llm")],
         )
@@ -48,6 +51,7 @@ class RezctyLLMLoader(io.ComfyNode):
             base = resolve_model_dir("LLM", base_model)
         adapter_dir = None if adapter == NO_ADAPTER else resolve_model_dir("rezcty_adapters", adapter)
         loaded = core.load_llm(base, adapter_dir, quantization=quantization, keep_loaded=keep_loaded)
+        loaded.release()  # keep_loaded off: unloaded when this prompt ends, even if no node used it
         return io.NodeOutput(loaded, ui=ui.PreviewText(repr(loaded)))
 
 

@@ -84,8 +84,12 @@ class RezctyMetadataWriter(io.ComfyNode):
                                       agencies=agencies or "adobe_stock", agency_dirs=user_agency_dirs())
         embeddings = list(image_embedding) if isinstance(image_embedding, (list, tuple)) else (
             [image_embedding] if image_embedding is not None else None)
-        results = writer.write_batch(images_to_uint8(images), prompt, output_dir(), options, llm=llm,
-                                     embeddings=embeddings)
+        try:
+            results = writer.write_batch(images_to_uint8(images), prompt, output_dir(), options, llm=llm,
+                                         embeddings=embeddings)
+        finally:
+            if llm is not None:
+                llm.release()  # keep_loaded off: freed when the prompt ends
         saved = [{"filename": r["filename"], "subfolder": r["subfolder"], "type": "output"}
                  for r in results if not r.get("error")]
         text = json.dumps(results, ensure_ascii=False)

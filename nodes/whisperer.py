@@ -66,9 +66,7 @@ class RezctyWhispererExpand(io.ComfyNode):
                 top_k=top_k, max_new_tokens=max_new_tokens, keep_within_77=bool(keep_within_77),
                 batch_size=int(batch_size or 0))
         finally:
-            release = getattr(llm, "release", None)
-            if release is not None:
-                release()  # frees the weights when the loader's keep_loaded is off
+            llm.release()  # keep_loaded off: freed when the prompt ends (a list of ideas loads the model once)
         for e in expansions:
             for warning in e.warnings:
                 log.warning("[rezcty] Whisperer Expand, idea %r: %s", e.idea, warning)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from rezcty_core.llm import batching
+from rezcty_core.llm import sampling
 from rezcty_core.llm.model import load_llm
 from rezcty_core.llm.whisperer import whisperer_messages
 
@@ -21,25 +21,25 @@ def llm():
     model.unload()
 
 
-def _both(llm, monkeypatch, **sampling) -> tuple[list[str], list[str]]:
+def _both(llm, monkeypatch, **options) -> tuple[list[str], list[str]]:
     chats = [whisperer_messages(i, has_image=False, few_shot=True) for i in IDEAS]
     seeds = list(range(7, 7 + len(IDEAS)))
     used = []
-    real = batching._generate_shared_prefix
-    monkeypatch.setattr(batching, "_generate_shared_prefix", lambda *a: used.append(real(*a)) or used[-1])
-    shared = batching.generate_batch(llm, chats, seeds, max_new_tokens=12, **sampling)
+    real = sampling._generate_shared_prefix
+    monkeypatch.setattr(sampling, "_generate_shared_prefix", lambda *a: used.append(real(*a)) or used[-1])
+    shared = llm.generate_batch(chats, seeds, max_new_tokens=12, **options)
     assert used and used[0] is not None, "the shared-prefix path did not run"
-    monkeypatch.setattr(batching, "SHARED_PREFIX_MIN", 10**9)  # the plain path: every row prefilled whole
-    plain = batching.generate_batch(llm, chats, seeds, max_new_tokens=12, **sampling)
+    monkeypatch.setattr(sampling, "SHARED_PREFIX_MIN", 10**9)  # the plain path: every row prefilled whole
+    plain = llm.generate_batch(chats, seeds, max_new_tokens=12, **options)
     assert used[-1] is None
     return shared, plain
 
 
 def test_the_whisperer_chats_share_a_long_prefix(llm):
     chats = [whisperer_messages(i, has_image=False, few_shot=True) for i in IDEAS]
-    rows = [batching.row_embeddings(llm, c) for c in chats]
-    prefix = batching.shared_prefix_length(rows)
-    assert prefix >= batching.SHARED_PREFIX_MIN + 1
+    rows = [llm.input_embeddings(c) for c in chats]
+    prefix = sampling.shared_prefix_length(rows)
+    assert prefix >= sampling.SHARED_PREFIX_MIN + 1
     assert prefix < min(r.shape[0] for r in rows)  # the ideas themselves differ
 
 

@@ -65,6 +65,57 @@ def test_nodes_reach_comfyui_only_through_the_host_module():
     assert offenders == [], "import ComfyUI through nodes/host.py:\n" + "\n".join(offenders)
 
 
+def _comfy_names(tree: ast.AST) -> set[str]:
+    """Local names bound to a ComfyUI module or something inside one (`import comfy.x as mm`, `mm = comfy.x`)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.split(".")[0] in COMFY_MODULES}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] in COMFY_MODULES:
+            names |= {a.asname or a.name for a in node.names}
+    changed = True
+    while changed:  # aliases of aliases: `mm = comfy.model_management`, `f = mm.free_memory`
+        changed = False
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and _root_name(node.value) in names:
+                for t in node.targets:
+                    if isinstance(t, ast.Name) and t.id not in names:
+                        names.add(t.id)
+                        changed = True
+    return names
+
+
+def _root_name(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def test_nothing_in_comfyui_is_monkeypatched():
+    """The pack uses ComfyUI's public surface and never reassigns it: no attribute of a ComfyUI module (e.g.
+    `comfy.model_management.unload_all_models`) or of anything reached through one is assigned, deleted or
+    setattr'd anywhere in nodes/ or the entry point."""
+    offenders = []
+    for path in [REPO / "__init__.py", *sorted((REPO / "nodes").rglob("*.py"))]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        comfy = _comfy_names(tree)
+        for node in ast.walk(tree):
+            targets = []
+            if isinstance(node, (ast.Assign, ast.Delete)):
+                targets = node.targets
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                targets = [node.target]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("setattr", "delattr") and node.args:
+                targets = [ast.Attribute(value=node.args[0], attr="?")]
+            for t in targets:
+                for leaf in (t.elts if isinstance(t, ast.Tuple) else [t]):
+                    if isinstance(leaf, (ast.Attribute, ast.Subscript)) and _root_name(leaf) in comfy:
+                        offenders.append(f"{path.relative_to(REPO)}:{node.lineno} assigns {ast.unparse(leaf)}")
+    assert offenders == [], "ComfyUI monkeypatched:\n" + "\n".join(offenders)
+
+
 # rezcty_core's packages, lowest first: a package imports only from packages of a lower rank (or itself)
 LAYERS = {"common": 0, "sd": 1, "eye": 2, "llm": 2, "qc": 3, "stock": 3, "factory": 4}
 

@@ -136,19 +136,70 @@ def test_quantization_is_probed_not_refused_and_unknown_is_a_clear_error(tiny_ba
         quantization_config("3bit", "cpu")
 
 
-def test_cache_reuses_kept_models_and_release_frees_unkept_ones(tiny_base):
+def test_handles_are_shared_while_held_and_release_frees_unkept_ones(tiny_base):
     kept = core.load_llm(tiny_base)
     assert core.load_llm(tiny_base) is kept
     kept.release()  # a kept model stays loaded after use
     assert kept.model is not None
-    # the latest loader wins: keep_loaded=False takes the same weights out of the cache (no second copy)
+    # the latest loader wins: keep_loaded=False makes the same handle release its weights (no second copy)
     loose = core.load_llm(tiny_base, keep_loaded=False)
     assert loose is kept and loose.keep_loaded is False
+    loads = loose.loads
     loose.release()
-    assert loose.model is None
+    assert loose.model is None and loose.patcher is None
     assert loose.generate(build_messages(None, "hi", False), max_new_tokens=2, seed=0) is not None  # reloads
-    assert core.load_llm(tiny_base) is not loose  # no longer cached
+    assert loose.loads == loads + 1
     core.unload_all()
+    assert loose.model is None
+
+
+def test_generate_leaves_the_global_rng_states_as_it_found_them(tiny_base):
+    """Seeded generation draws from its own generators: torch's global CPU (and CUDA) RNG states are untouched,
+    so a node after the Whisperer sees the numbers it would have seen without it."""
+    from rezcty_core.llm import whisperer
+
+    llm = core.load_llm(tiny_base)
+    torch.manual_seed(1234)
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    expected_next = torch.rand(4)  # what the next draw is without any generation in between
+    torch.set_rng_state(cpu)
+    # a Whisperer expansion: sampled, batched, with retries (the random tiny model writes garbage and retries)
+    out = whisperer.expand_ideas(llm, "a knight\na teapot", seed=3, max_new_tokens=8, batch_size=2)
+    assert len(out) == 2
+    llm.generate(build_messages(None, "hi", False), seed=5, max_new_tokens=4)  # a batch of one
+    llm.generate_json(build_messages("judge", "judge this", False), retries=1, seed=2, max_new_tokens=4)
+    assert torch.equal(torch.get_rng_state(), cpu)
+    if torch.cuda.is_available():
+        assert all(torch.equal(a, b) for a, b in zip(torch.cuda.get_rng_state_all(), cuda))
+    assert torch.equal(torch.rand(4), expected_next)
+
+
+def test_the_rng_guard_restores_what_a_processor_draws(tiny_base):
+    """Belt and braces: even a logits processor (or model code) that draws from the global RNG leaves it as found."""
+    llm = core.load_llm(tiny_base)
+
+    def draws_globally(input_ids, scores):
+        torch.rand(8)
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.rand(8, device="cuda")
+        return scores
+
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    llm.generate_batch([build_messages(None, "hi", False)], [1], max_new_tokens=3, processors=[draws_globally])
+    assert torch.equal(torch.get_rng_state(), cpu)
+    if cuda:
+        assert all(torch.equal(a, b) for a, b in zip(torch.cuda.get_rng_state_all(), cuda))
+
+
+def test_greedy_generate_is_the_greedy_batch_of_one_and_sampling_is_the_row_sampler(tiny_base):
+    """One sampler: `generate` is `generate_batch` of one row, greedy and seeded alike."""
+    llm = core.load_llm(tiny_base)
+    chat = build_messages("whisperer", "a lighthouse", False)
+    assert llm.generate(chat, do_sample=False, max_new_tokens=8) == \
+        llm.generate_batch([chat], [0], do_sample=False, max_new_tokens=8)[0]
+    assert llm.generate(chat, seed=9, max_new_tokens=8) == llm.generate_batch([chat], [9], max_new_tokens=8)[0]
 
 
 def test_extract_json_and_generate_json_retries(seeing):

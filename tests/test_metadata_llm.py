@@ -62,7 +62,7 @@ def test_constrained_greedy_equals_free_greedy():
     # "category", "description", ... first and garbled the trained {"verdict", "title", "keywords"} reply)
     from fixtures.tiny_judge_llm import metadata_prompts
 
-    from rezcty_core.llm import batching, constrained
+    from rezcty_core.llm import constrained
     from rezcty_core.llm.templates import build_messages
     from rezcty_core.stock import categories
 
@@ -71,13 +71,13 @@ def test_constrained_greedy_equals_free_greedy():
     compared = 0
     for text in metadata_prompts():
         chat = build_messages("judge", text, False)
-        free = batching.generate_batch(llm, [chat], [0], do_sample=False, max_new_tokens=96)[0]
+        free = llm.generate_batch([chat], [0], do_sample=False, max_new_tokens=96)[0]
         try:
             drafting.validate_metadata_reply(json.loads(free))
         except ValueError:
             continue  # the property is about replies that are valid JSON of the schema already
-        held = batching.generate_batch(llm, [chat], [0], do_sample=False, max_new_tokens=96,
-                                       processors=[constrained.json_processor(llm, schema)])[0]
+        held = llm.generate_batch([chat], [0], do_sample=False, max_new_tokens=96,
+                                  processors=[constrained.json_processor(llm, schema)])[0]
         assert held == free
         compared += 1
     assert compared >= 3  # the overfitted fixture writes METADATA_ANSWER for most of its training prompts

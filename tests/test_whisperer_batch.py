@@ -15,7 +15,6 @@ from test_whisperer_node import TRIGGERS, whisper_graph
 
 from harness import link_model
 from rezcty_core.common.blocklists import load_blocklist
-from rezcty_core.llm import batching
 from rezcty_core.llm import model as core_llm
 from rezcty_core.llm import whisperer as w
 from rezcty_core.llm.whisperer_text import UNFIT_CATEGORY
@@ -83,25 +82,25 @@ def unfit_llm_dir():
 def test_row_sampler_is_independent_of_batch_mates():
     llm = core_llm.load_llm(tiny_llm_dir())
     chats = [w.whisperer_messages(i, False, True) for i in ("a knight", "a teapot", "a dragon kite")]
-    alone = batching.generate_batch(llm, chats[:1], [7], max_new_tokens=12)
-    with_b = batching.generate_batch(llm, chats[:2], [7, 8], max_new_tokens=12)
-    with_c = batching.generate_batch(llm, [chats[0], chats[2]], [7, 9], max_new_tokens=12)
+    alone = llm.generate_batch(chats[:1], [7], max_new_tokens=12)
+    with_b = llm.generate_batch(chats[:2], [7, 8], max_new_tokens=12)
+    with_c = llm.generate_batch([chats[0], chats[2]], [7, 9], max_new_tokens=12)
     assert alone[0] == with_b[0] == with_c[0]
-    assert batching.generate_batch(llm, chats[:2], [7, 8], max_new_tokens=12) == with_b  # same seeds, same texts
-    assert batching.generate_batch(llm, chats[:1], [70], max_new_tokens=12) != alone
+    assert llm.generate_batch(chats[:2], [7, 8], max_new_tokens=12) == with_b  # same seeds, same texts
+    assert llm.generate_batch(chats[:1], [70], max_new_tokens=12) != alone
 
 
 def test_greedy_text_of_an_idea_is_the_same_at_batch_1_and_batch_2():
     # same idea + same seed -> same text whether it runs alone or left-padded next to another idea
     llm = core_llm.load_llm(unfit_llm_dir(), keep_loaded=False)
     chats = [w.whisperer_messages(i, False, True) for i in UNFIT_ANSWERS]
-    alone = [batching.generate_batch(llm, [c], [1], do_sample=False, max_new_tokens=48)[0] for c in chats]
+    alone = [llm.generate_batch([c], [1], do_sample=False, max_new_tokens=48)[0] for c in chats]
     assert alone == list(UNFIT_ANSWERS.values())  # the fixture tells the two ideas apart
-    assert batching.generate_batch(llm, chats, [1, 1], do_sample=False, max_new_tokens=48) == alone
+    assert llm.generate_batch(chats, [1, 1], do_sample=False, max_new_tokens=48) == alone
     # a longer batch mate pads these rows on the left
     long_chat = w.whisperer_messages("a very long idea about a lighthouse on a cliff over a stormy sea at dusk",
                                      False, True)
-    assert batching.generate_batch(llm, [long_chat, *chats], [1, 1, 1], do_sample=False, max_new_tokens=48)[1:] == alone
+    assert llm.generate_batch([long_chat, *chats], [1, 1, 1], do_sample=False, max_new_tokens=48)[1:] == alone
 
 
 def test_eight_ideas_batched_through_the_server(comfy):

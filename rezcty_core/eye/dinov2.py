@@ -7,15 +7,20 @@
 The ComfyUI node and `training.precompute_dinov2` both call `embed_images`, so a picture
 gives the same key, the same cache file and the same features in training and inference.
 Nothing here imports torch or transformers until a model must actually run, so a fully
-cached pass never loads them. The embedding record and its cache files are `eye/embedding.py`;
-the embedded default model is prepared by `eye/dinov2_onnx.py`.
+cached pass never loads them. Memory belongs to the host (`rezcty_core.common.residency`): the weights load
+on first use on the host's device and, inside ComfyUI, its memory manager evicts and releases them. The
+embedding record and its cache files are `eye/embedding.py`; the embedded default model is prepared by
+`eye/dinov2_onnx.py`.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
+import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rezcty_core.common import residency
 from rezcty_core.common.embedded_models import require
 from rezcty_core.common.paths import embedded_dir
 from rezcty_core.eye.dinov2_onnx import EMBEDDED_NAME
@@ -133,6 +139,9 @@ def weights_hash(path: str | os.PathLike) -> str:
 class Dino:
     """A DINOv2 model handle. Cheap to create: config and identity are read from disk, weights load on first use."""
 
+    kind = "DINOv2"
+    movable = True
+
     def __init__(self, path: str | os.PathLike, device: str = "auto", dtype: str = "auto", name: str | None = None):
         self.path = Path(path)
         self.name = name or (EMBEDDED_NAME if self.path.resolve() == (embedded_dir() / EMBEDDED_NAME).resolve()
@@ -142,6 +151,9 @@ class Dino:
             raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
         if dtype not in ("auto", "fp32", "fp16", "bf16"):
             raise ValueError(f"dtype must be auto, fp32, fp16 or bf16, got {dtype!r}")
+        self._device: str | None = None
+        self.patcher = None  # the host's record of the loaded weights (ComfyUI: a ModelPatcher)
+        self.loads = 0  # how often this handle read its weights from disk
         config = json.loads((self.path / "config.json").read_text())
         self.config = config
         self.hidden_size = int(config.get("hidden_size", 384))
@@ -151,6 +163,10 @@ class Dino:
         self._identity: str | None = None
         self._model = None
         self._lock = threading.Lock()
+
+    @property
+    def label(self) -> str:
+        return self.name
 
     @property
     def dim(self) -> int:
@@ -174,7 +190,11 @@ class Dino:
 
     @property
     def device(self) -> str:
-        return _resolve_device(self.requested_device)
+        """The host's device for the requested one (ComfyUI's inside ComfyUI), resolved on first use: a fully
+        cached pass never imports torch."""
+        if self._device is None:
+            self._device = residency.host().device(self.requested_device)
+        return self._device
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -182,15 +202,44 @@ class Dino:
 
     @property
     def model(self):
-        """The transformers model, loaded (once) on first access."""
+        """The transformers model, ready for a forward pass: loaded on first access, on the host's device."""
+        residency.host().use(self)
+        return self._model
+
+    # -- residency (what the host calls) --------------------------------------------------
+    @property
+    def weights_loaded(self) -> bool:
+        return self._model is not None
+
+    def memory_needed(self) -> int:
+        return int(self.weights_bytes() * 1.2)
+
+    def load_weights(self, device: str) -> None:
         with self._lock:
             if self._model is None:
                 from transformers import AutoModel
 
                 model = AutoModel.from_pretrained(str(self.path), dtype=self.torch_dtype,
                                                   attn_implementation="sdpa", local_files_only=True)
-                self._model = model.to(self.device).eval().requires_grad_(False)
-            return self._model
+                self._model = model.to(device).eval().requires_grad_(False)
+                self.loads += 1
+                print(f"[rezcty] DINOv2 weights loaded from disk: {self.name} on {device} "
+                      f"(load {self.loads} of this handle)", file=sys.stderr, flush=True)
+
+    def weight_modules(self) -> dict:
+        return {"dinov2": self._model} if self._model is not None else {}
+
+    def drop_weights(self) -> None:
+        """Forget the weights (the handle stays usable and reloads on next use) and give the memory back."""
+        with self._lock:
+            if self._model is None:
+                return
+            self._model = None  # `patcher` is the host's to replace
+        gc.collect()
+        torch = _torch()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        print(f"[rezcty] DINOv2 weights dropped: {self.name}", file=sys.stderr, flush=True)
 
     def preprocessing(self, resolution: int | None = None) -> Preprocessing:
         resolution = int(resolution or self.default_resolution)
@@ -200,37 +249,38 @@ class Dino:
         return Preprocessing(resolution, int(round(resolution * RESIZE_RATIO)))
 
     def unload(self) -> None:
-        """Free the weights (the handle stays usable and reloads on next use)."""
-        with self._lock:
-            if self._model is None:
-                return
-            self._model = None
-        import gc
-
-        gc.collect()
-        torch = _torch()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        """Free the weights now, through the host (the handle stays usable and reloads on next use)."""
+        residency.host().unload(self)
 
     def __repr__(self) -> str:
         state = "loaded" if self.is_loaded else "not loaded"
         return f"Dino({self.name}, dim={self.dim}, patch={self.patch_size}, {state}, path={self.path})"
 
 
-_LOADED: dict[tuple, Dino] = {}
+# Weak: a handle is shared while someone holds it (ComfyUI's node cache, a script), never kept alive here.
+_LOADED: weakref.WeakValueDictionary[tuple, Dino] = weakref.WeakValueDictionary()
+_LOADED_LOCK = threading.Lock()
 
 
 def load_dinov2(name_or_path: str | os.PathLike = "embedded", device: str = "auto", dtype: str = "auto") -> Dino:
     """A (shared) handle on a DINOv2 folder; the weights load lazily on the first forward pass."""
     path = resolve_model_path(name_or_path)
     key = (str(path.resolve()), device, dtype)
-    if key not in _LOADED:
-        _LOADED[key] = Dino(path, device, dtype)
-    return _LOADED[key]
+    with _LOADED_LOCK:
+        dino = _LOADED.get(key)
+        if dino is None:
+            dino = _LOADED[key] = Dino(path, device, dtype)
+    keep = getattr(residency.host(), "keep", None)
+    if keep is not None:  # scripts: stays loaded until unload(), as the node's weights stay until ComfyUI evicts them
+        keep(dino, True)
+    return dino
 
 
 def unload_all() -> None:
-    for dino in list(_LOADED.values()):
+    """Drop the weights of every live handle."""
+    with _LOADED_LOCK:
+        items = list(_LOADED.values())
+    for dino in items:
         dino.unload()
 
 
@@ -247,15 +297,6 @@ def _torch():
     import torch
 
     return torch
-
-
-def _resolve_device(device: str) -> str:
-    torch = _torch()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available; choose cpu or auto")
-    return device
 
 
 def _resolve_dtype(dtype: str, device: str) -> torch.dtype:

@@ -13,6 +13,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from rezcty_core.llm.batching import chunks
+from rezcty_core.llm.interface import TextGenerator
 from rezcty_core.llm.whisperer_text import (
     Triggers,
     clean_generation,
@@ -126,12 +128,12 @@ class _Job:
     notes: list[str] = field(default_factory=list)
 
 
-def _make_job(llm: Any, idea: str, image: Any, seed: int, few_shot: bool | None) -> _Job:
+def _make_job(llm: TextGenerator, idea: str, image: Any, seed: int, few_shot: bool | None) -> _Job:
     idea = " ".join(idea.split())
     if not idea:
         raise ValueError("the idea is empty: write a short idea such as 'a lighthouse on a cliff'")
     if few_shot is None:
-        few_shot = getattr(llm, "specialist", None) != "whisperer"
+        few_shot = llm.specialist != "whisperer"
     from rezcty_core.llm.language import english_idea
 
     english, note = english_idea(idea)
@@ -139,16 +141,12 @@ def _make_job(llm: Any, idea: str, image: Any, seed: int, few_shot: bool | None)
                 notes=[note] if note else [])
 
 
-def _generate_round(llm: Any, jobs: list[_Job], attempt: int, sampling: dict) -> list[str | None]:
+def _generate_round(llm: TextGenerator, jobs: list[_Job], attempt: int, sampling: dict) -> list[str | None]:
     """One generation per job (a batch); None for a job whose generation failed numerically."""
     seeds = [derive_seed(j.seed, attempt) for j in jobs]
     images = [j.image for j in jobs]
     try:
-        if hasattr(llm, "model") and hasattr(llm, "load"):
-            from rezcty_core.llm.batching import generate_batch
-
-            return list(generate_batch(llm, [j.messages for j in jobs], seeds, images, **sampling))
-        return [llm.generate(j.messages, image=j.image, seed=s, **sampling) for j, s in zip(jobs, seeds)]
+        return list(llm.generate_batch([j.messages for j in jobs], seeds, images, **sampling))
     except RuntimeError as exc:  # a numerical failure of sampling (nan/inf); memory errors are not retried
         if "out of memory" in str(exc).lower():
             raise
@@ -157,7 +155,7 @@ def _generate_round(llm: Any, jobs: list[_Job], attempt: int, sampling: dict) ->
         return [None] * len(jobs)
 
 
-def _settle(llm: Any, job: _Job, raw: str, attempt: int, triggers: Triggers, max_new_tokens: int,
+def _settle(llm: TextGenerator, job: _Job, raw: str, attempt: int, triggers: Triggers, max_new_tokens: int,
             keep_within_77: bool, batch: int = 1) -> None:
     job.raws.append(raw)
     body = remove_triggers(clean_generation(raw, cut_off=_hit_limit(llm, raw, max_new_tokens)), triggers)
@@ -187,7 +185,7 @@ def _fallback(job: _Job, triggers: Triggers, retries: int, keep_within_77: bool)
                      truncated=truncated, warnings=job.notes + [warning], raw=job.raws)
 
 
-def expand_batch(llm: Any, jobs: list[_Job], triggers: Triggers, *, batch_size: int = 0,
+def expand_batch(llm: TextGenerator, jobs: list[_Job], triggers: Triggers, *, batch_size: int = 0,
                  temperature: float = DEFAULT_SAMPLING["temperature"], top_p: float = DEFAULT_SAMPLING["top_p"],
                  top_k: int = DEFAULT_SAMPLING["top_k"], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  keep_within_77: bool = False, retries: int = DEFAULT_RETRIES) -> list[Expansion]:
@@ -198,9 +196,7 @@ def expand_batch(llm: Any, jobs: list[_Job], triggers: Triggers, *, batch_size: 
     """
     sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_new_tokens": max_new_tokens}
     if int(batch_size) <= 0:
-        batch_size = _auto_batch_size(llm, max_new_tokens)
-    from rezcty_core.llm.batching import chunks
-
+        batch_size = llm.batch_size(prompt_tokens=512, new_tokens=int(max_new_tokens))
     for attempt in range(int(retries) + 1):
         pending = [j for j in jobs if j.result is None]
         if not pending:
@@ -214,16 +210,7 @@ def expand_batch(llm: Any, jobs: list[_Job], triggers: Triggers, *, batch_size: 
     return [j.result or _fallback(j, triggers, int(retries), keep_within_77) for j in jobs]
 
 
-def _auto_batch_size(llm: Any, max_new_tokens: int) -> int:
-    if not (hasattr(llm, "model") and hasattr(llm, "load")):
-        return 1
-    from rezcty_core.llm.batching import default_batch_size
-
-    llm.load()
-    return default_batch_size(llm, prompt_tokens=512, new_tokens=int(max_new_tokens))
-
-
-def expand_idea(llm: Any, idea: str, triggers: Triggers | str, *, seed: int, image: Any = None,
+def expand_idea(llm: TextGenerator, idea: str, triggers: Triggers | str, *, seed: int, image: Any = None,
                 few_shot: bool | None = None, **options: Any) -> Expansion:
     """Expand one idea with `llm` (a `LoadedLLM`); always returns a usable, non-empty prompt.
 
@@ -235,26 +222,19 @@ def expand_idea(llm: Any, idea: str, triggers: Triggers | str, *, seed: int, ima
     return expand_batch(llm, [_make_job(llm, idea, image, seed, few_shot)], triggers, **options)[0]
 
 
-def _hit_limit(llm: Any, raw: str, max_new_tokens: int) -> bool:
+def _hit_limit(llm: TextGenerator, raw: str, max_new_tokens: int) -> bool:
     """Whether the answer used (about) all of `max_new_tokens`, i.e. it was cut off mid-phrase."""
-    tokenizer = getattr(llm, "tokenizer", None)
-    if tokenizer is None or not raw:
-        return False
-    return len(tokenizer(raw, add_special_tokens=False)["input_ids"]) >= max_new_tokens - 2
+    return bool(raw) and llm.count_tokens(raw) >= max_new_tokens - 2
 
 
-def check_can_see(llm: Any, image: Any) -> None:
+def check_can_see(llm: TextGenerator, image: Any) -> None:
     """A clear error when an image embedding is wired to an LLM that cannot read it."""
     if image is None:
         return
-    if not getattr(llm, "can_see", False):
+    if not llm.can_see:
         raise ValueError(f"Whisperer Expand: an image_embedding is connected but the LLM ({llm!r}) has no projector; "
                          "load a whisperer adapter trained with image embeddings, or disconnect image_embedding")
-    config = getattr(llm, "config", None)
-    if config is not None:
-        from rezcty_core.llm.adapter import check_eye
-
-        check_eye(config, getattr(llm, "adapter_name", "") or "", dict(getattr(image, "meta", {}) or {}))
+    llm.check_image(image)  # the eye it was trained with: model, dim, pooling
 
 
 def pair_images(ideas: list[str], images: list | None) -> list[tuple[str, Any]]:
@@ -272,7 +252,7 @@ def pair_images(ideas: list[str], images: list | None) -> list[tuple[str, Any]]:
                      "one idea, or as many ideas (lines) as embeddings")
 
 
-def expand_ideas(llm: Any, prompt: str, trigger_words: str = DEFAULT_TRIGGERS, *, seed: int = 0,
+def expand_ideas(llm: TextGenerator, prompt: str, trigger_words: str = DEFAULT_TRIGGERS, *, seed: int = 0,
                  images: list | None = None, **options: Any) -> list[Expansion]:
     """Every non-empty line of `prompt` expanded in batches (see `expand_batch`, `pair_images`); a clear error
     when the prompt is empty or an image cannot be read by this LLM. `batch_size` 0 = from free memory."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rezcty_core.llm.interface import TextGenerator
 from rezcty_core.qc.verdict import REASON_CODES
 
 JUDGE_CODES = tuple(c for c in REASON_CODES if c not in ("check_unavailable", "similar"))  # the gate's own codes (a missing check, the batch budget), never the judge's
@@ -42,12 +43,12 @@ def validate_llm_verdict(obj: Any) -> dict:
     return value
 
 
-def llm_verdict(llm: Any, measurements: dict, failed: list[dict], embedding: Any, profile: dict, seed: int = 0) -> dict:
-    """Ask the judge specialist (a `LoadedLLM`); always returns a dict, `valid` False when no usable answer."""
+def llm_verdict(llm: TextGenerator, measurements: dict, failed: list[dict], embedding: Any, profile: dict, seed: int = 0) -> dict:
+    """Ask the judge specialist (a `TextGenerator`, e.g. `LoadedLLM`); always returns a dict, `valid` False when no usable answer."""
     from rezcty_core.llm.templates import build_messages
 
     opts = profile.get("llm", {})
-    sees = embedding is not None and bool(getattr(llm, "can_see", False))
+    sees = embedding is not None and llm.can_see
     messages = build_messages("judge", measurements_text(measurements, failed), has_image=sees)
     try:
         reply = llm.generate_json(

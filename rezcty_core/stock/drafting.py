@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from rezcty_core.llm.interface import TextGenerator
 from rezcty_core.stock import categories, keywords
 from rezcty_core.stock.image_facts import ImageFacts
 from rezcty_core.stock.limits import DESCRIPTION_MAX, KEYWORDS_MAX
@@ -73,12 +74,12 @@ def validate_metadata_reply(obj: Any) -> dict:
     return reply
 
 
-def llm_draft(llm: Any, clean: CleanPrompt, facts: ImageFacts | None, embedding: Any = None,
+def llm_draft(llm: TextGenerator, clean: CleanPrompt, facts: ImageFacts | None, embedding: Any = None,
               seed: int = 0, retries: int = 2) -> Draft:
-    """A draft from the judge LLM (`LoadedLLM.generate_json`); `source` says whether it succeeded."""
+    """A draft from the judge LLM (a `TextGenerator`'s `generate_json`); `source` says whether it succeeded."""
     from rezcty_core.llm.templates import build_messages
 
-    image = embedding if embedding is not None and getattr(llm, "can_see", False) else None
+    image = embedding if embedding is not None and llm.can_see else None
     messages = build_messages("judge", judge_user_text(clean, facts), has_image=image is not None)
     schema = metadata_schema([f"{n} {name}" for n, name in categories.ADOBE_CATEGORIES.items()])
     reply = llm.generate_json(messages, validate_metadata_reply, retries=retries, image=image, seed=seed,
