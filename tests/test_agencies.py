@@ -19,7 +19,7 @@ import pytest
 
 from harness import REPO
 from rezcty_core.factory.upload import build_upload_set
-from rezcty_core.stock import adobe_csv, agency_csv
+from rezcty_core.stock import agency_csv, filenames
 from rezcty_core.stock.agencies import (
     AgencyError,
     AgencyRefused,
@@ -68,7 +68,7 @@ def test_node_offers_agencies_input(comfy):
 
 def test_no_file_name_is_used_twice_under_output(comfy, two_runs):
     names = Counter(p.name for p in comfy.output_dir.rglob("*") if p.is_file() and p.suffix in (".jpg", ".json")
-                    and adobe_csv.CLAIMS_DIR not in p.parts and "rezcty_qc" not in p.parts)
+                    and filenames.CLAIMS_DIR not in p.parts and "rezcty_qc" not in p.parts)
     assert [n for n, c in names.items() if c > 1] == []
     ours = [(e["subfolder"], e["filename"]) for e in two_runs]
     assert [s for s, _ in ours] == ["agencies", "agencies/rejected", "agencies"] * 2
@@ -147,7 +147,7 @@ def test_data_files_name_sources_with_dates():
         assert agency.data["sources"] and all(s["url"].startswith("https://") and s["read"] == "2026-12-07"
                                               for s in agency.data["sources"]), key
         assert agency.accepts_ai == (key in ACCEPTING)
-    assert load_agency("adobe_stock").headers == adobe_csv.HEADER
+    assert load_agency("adobe_stock").headers == ["Filename", "Title", "Keywords", "Category", "Releases"]
     assert load_agency("getty").key == load_agency("istock").key == "getty_istock"
 
 
@@ -230,7 +230,7 @@ def test_two_processes_claim_names_in_two_folders_without_collision(tmp_path):
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from rezcty_core.stock.adobe_csv import reserve_filename
+        from rezcty_core.stock.filenames import reserve_filename
         root = Path({str(tmp_path)!r})
         sub = root / sys.argv[1]
         for _ in range(60):

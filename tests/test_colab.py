@@ -22,7 +22,8 @@ import pytest
 from nbclient import NotebookClient
 
 from harness import REPO, free_port, tiny_sd15_checkpoint
-from rezcty_core.stock.adobe_csv import read_rows
+from rezcty_core.stock import agency_csv
+from rezcty_core.stock.agencies import load_agency
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 sys.path.insert(0, str(REPO / "tools"))
@@ -171,7 +172,7 @@ def test_upload_folder_holds_only_passed_images_and_their_rows(sessions):
     drive = sessions["drive"]
     upload = drive / "upload"
     jpgs = sorted(p.name for p in upload.glob("*.jpg"))
-    rows = read_rows(upload / "adobe_stock.csv")
+    rows = agency_csv.read_series(load_agency("adobe_stock"), upload / "adobe_stock.csv")
     assert jpgs and sorted(r["Filename"] for r in rows) == jpgs
     assert all(r["Title"] and r["Keywords"] and r["Category"] for r in rows)
     meta = sidecars(drive)

@@ -11,7 +11,8 @@ from PIL import Image
 from test_metadata_core import FORBIDDEN, TRAP_PROMPT
 
 from harness import sd15_graph
-from rezcty_core.stock import adobe_csv as stock_csv
+from rezcty_core.stock import agency_csv
+from rezcty_core.stock.agencies import load_agency
 from rezcty_core.stock.provenance import file_sha256
 
 NODE = "RezctyMetadataWriter"
@@ -133,7 +134,7 @@ def test_trap_prompt_through_server(comfy, exiftool):
     # the CSV row: Adobe's exact header, the same title / keywords / category
     csv_path = comfy.output_dir / "traps.csv"
     assert csv_path.read_text(encoding="utf-8").splitlines()[0] == "Filename,Title,Keywords,Category,Releases"
-    rows = stock_csv.read_rows(csv_path)
+    rows = agency_csv.read_series(load_agency("adobe_stock"), csv_path)
     assert len(rows) == 1
     row = rows[0]
     assert row["Filename"] == entry["filename"] and row["Title"] == entry["title"]
@@ -172,7 +173,7 @@ def test_indonesian_prompt_with_accents(comfy, exiftool):
     assert {"lake", "boat", "dusk"} <= set(" ".join(keywords).split())
     assert "café" in " ".join(keywords)  # UTF-8 survives XMP, IPTC and the CSV
     assert "café" in as_list(tags["IPTC:Keywords"])[keywords.index(next(k for k in keywords if "café" in k))]
-    row = stock_csv.read_rows(comfy.output_dir / "indo.csv")[0]
+    row = agency_csv.read_series(load_agency("adobe_stock"), comfy.output_dir / "indo.csv")[0]
     assert row["Keywords"] == ", ".join(keywords)
     assert entry["filename"].isascii()
 
@@ -206,7 +207,7 @@ def test_qc_report_keeps_rejected_images_out_of_the_csv(comfy):
     graph["3"] = {"class_type": "PrimitiveString", "inputs": {"value": report}}
     saved = run_writer(comfy, graph)
     assert [s["subfolder"] for s in saved] == ["qc/rejected", "qc"]
-    rows = stock_csv.read_rows(comfy.output_dir / "qc.csv")
+    rows = agency_csv.read_series(load_agency("adobe_stock"), comfy.output_dir / "qc.csv")
     assert [r["Filename"] for r in rows] == [saved[1]["filename"]]
     sidecar = json.loads(comfy.output_file(saved[0]).with_suffix(".json").read_text())
     assert sidecar["qc_verdict"] == "reject" and sidecar["csv"] is None

@@ -21,8 +21,8 @@ from test_metadata import writer_graph
 from harness import link_model
 from rezcty_core.common.blocklists import load_blocklist
 from rezcty_core.llm import model as core_llm
-from rezcty_core.stock import adobe_csv as stock_csv
-from rezcty_core.stock import drafting, image_facts, limits, prompt_clean, rules
+from rezcty_core.stock import agency_csv, drafting, image_facts, limits, prompt_clean, rules
+from rezcty_core.stock.agencies import load_agency
 
 PROMPT = "white sneakers on a wooden bench, rezcty_style"
 # the trained answer after the rules layer: brand and trigger gone, the LLM's own words first
@@ -129,7 +129,7 @@ def test_trained_llm_through_the_server(comfy):
     assert_cleaned_llm_metadata(entry["title"], entry["description"], entry["keywords"])
     assert f"{LLM_TITLE} [" in result.ui("2")["text"][0] and "llm (1 attempt)" in result.ui("2")["text"][0]
     # the CSV row Adobe gets is the cleaned LLM draft
-    [row] = stock_csv.read_rows(comfy.output_dir / "llm.csv")
+    [row] = agency_csv.read_series(load_agency("adobe_stock"), comfy.output_dir / "llm.csv")
     assert row["Filename"] == entry["filename"] and row["Title"] == LLM_TITLE
     assert row["Keywords"] == ", ".join(entry["keywords"]) and "nike" not in row["Keywords"]
     # the sidecar records which LLM wrote it

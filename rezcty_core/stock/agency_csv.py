@@ -1,6 +1,6 @@
 """Any agency's upload CSV as its data file describes it: header, delimiter, quoting, encoding/BOM, line end.
 
-Appends are locked and atomic like Adobe's (`stock/adobe_csv.py`): one `write()` of whole lines, fsynced, under
+Appends are locked and atomic: one `write()` of whole lines, fsynced, under
 `<csv>.lock`; an image already in the series gets no second row; a file whose header is another is never touched.
 `write_series` writes a fresh series (exports, the upload set) and `validate_csv` checks a written file against the
 data file, byte for byte where the format says how bytes must look.
@@ -14,7 +14,6 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from rezcty_core.stock import adobe_csv
 from rezcty_core.stock.agencies import AI_WORDS, Agency, key_of
 
 LOCK_TIMEOUT_S = 120
@@ -50,7 +49,9 @@ def header_bytes(agency: Agency) -> bytes:
 
 
 def series_path(csv_path: Path, index: int) -> Path:
-    return adobe_csv.series_path(Path(csv_path), index)
+    """`adobe_stock.csv`, then `adobe_stock_2.csv`, `adobe_stock_3.csv`, ... (a new file past `csv.rows_per_file`)."""
+    csv_path = Path(csv_path)
+    return csv_path if index == 1 else csv_path.with_name(f"{csv_path.stem}_{index}{csv_path.suffix}")
 
 
 def _parse(agency: Agency, data: bytes) -> list[list[str]]:
@@ -131,7 +132,7 @@ def append_rows(agency: Agency, csv_path: Path, rows: list[list[str]]) -> list[P
                 continue
             batch, pending = pending[:room], pending[room:]
             payload = encode_lines(agency, batch)
-            if count <= 0:
+            if not path.exists() or path.stat().st_size == 0:  # a file holding only its header gets no second one
                 payload = header_bytes(agency) + payload
             _append(path, payload)
             written.append(path)

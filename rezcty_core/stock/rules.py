@@ -123,8 +123,10 @@ def apply_rules(draft: Draft, clean: CleanPrompt, facts: ImageFacts | None, bloc
         description = clean_sentence(fallback.description, blocklist, DESCRIPTION_MAX - 1, commas=True)
     kws = clean_keywords(list(draft.keywords) + list(fallback.keywords), blocklist)
     number = category or draft.category or categories.classify(kws[:20] or title.split())
-    # the image's own visual terms first (Adobe weighs the first 10); twins and phrases inside longer ones go
-    kws = budget_keywords(order_keywords(kws, f"{clean.text} {title} {description}"), KEYWORDS_MAX)
+    # the image's own visual terms first (Adobe weighs the first 10); twins and phrases inside longer ones go.
+    # An analyst's keywords (it saw the image) count as the image's own content, in the analyst's order.
+    seen = " ".join(draft.keywords) if draft is not fallback else ""
+    kws = budget_keywords(order_keywords(kws, f"{clean.text} {title} {description} {seen}"), KEYWORDS_MAX)
     if len(kws) < KEYWORDS_MIN:
         filler = list(categories.GENERIC_KEYWORDS[number])
         if facts:

@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from rezcty_core.common.blocklists import load_blocklist
-from rezcty_core.stock import adobe_csv as stock_csv
 from rezcty_core.stock import agencies as agency_data
-from rezcty_core.stock import agency_csv, categories, seen_brands, xmp_iptc
+from rezcty_core.stock import agency_csv, categories, filenames, seen_brands, xmp_iptc
 from rezcty_core.stock.keyword_budget import budget_keywords
 from rezcty_core.stock.qc_report import qc_entries, qc_people_hint
 from rezcty_core.stock.rules import build_metadata, clean_keywords
@@ -36,13 +35,13 @@ class WriteOptions:
 
 
 def _csv_path(output_dir: Path, csv_name: str, warnings: list[str]) -> Path:
-    folders, name, changed = stock_csv.safe_relative(csv_name, default_name="adobe_stock.csv")
+    folders, name, changed = filenames.safe_relative(csv_name, default_name="adobe_stock.csv")
     if not name.lower().endswith(".csv"):
         name = f"{name}.csv"
         changed = True
     if changed:
         warnings.append(f"csv_name '{csv_name}' was made safe: '{'/'.join(folders + [name])}'")
-    return stock_csv.inside(output_dir, output_dir.joinpath(*folders, name))
+    return filenames.inside(output_dir, output_dir.joinpath(*folders, name))
 
 
 def qc_contract(entry: dict | None) -> dict:
@@ -57,7 +56,7 @@ def qc_contract(entry: dict | None) -> dict:
 def agency_paths(out_root: Path, csv_path: Path, choices: list[agency_data.Choice]) -> dict[str, Path]:
     """Where each chosen agency's CSV goes: Adobe's is `csv_name`, the others `<agency>.csv` beside it."""
     return {c.agency.key: csv_path if c.agency.key == "adobe_stock" else
-            stock_csv.inside(out_root, csv_path.parent / c.agency.file_name) for c in choices}
+            filenames.inside(out_root, csv_path.parent / c.agency.file_name) for c in choices}
 
 
 def write_batch(frames: list[np.ndarray], prompt: str, output_dir: str | Path, options: WriteOptions | None = None,
@@ -71,17 +70,17 @@ def write_batch(frames: list[np.ndarray], prompt: str, output_dir: str | Path, o
     out_root = Path(output_dir).resolve()
     batch_warnings: list[str] = []
     choices = agency_data.parse_agencies(opts.agencies, opts.agency_dirs)  # a refused agency stops here
-    folders, stem, changed = stock_csv.safe_relative(opts.filename_prefix)
+    folders, stem, changed = filenames.safe_relative(opts.filename_prefix)
     if changed:
         batch_warnings.append(f"filename_prefix '{opts.filename_prefix}' was made safe: '{'/'.join(folders + [stem])}'")
-    folder = stock_csv.inside(out_root, out_root.joinpath(*folders))
+    folder = filenames.inside(out_root, out_root.joinpath(*folders))
     csv_path = _csv_path(out_root, opts.csv_name, batch_warnings)
     paths = agency_paths(out_root, csv_path, choices)
     for choice in choices:  # a foreign CSV fails the batch before any image is written
         agency_csv.check_series(choice.agency, paths[choice.agency.key])
     adobe = next((c for c in choices if c.agency.key == "adobe_stock"), None)
     embed_budget = adobe.budget if adobe else agency_data.load_agency("adobe_stock", opts.agency_dirs).budget
-    claims = out_root / stock_csv.CLAIMS_DIR
+    claims = out_root / filenames.CLAIMS_DIR
     qc = qc_entries(opts.qc_report, len(frames))
     blocklist = load_blocklist()
     seeds = list(opts.generation.get("seeds", []))
@@ -107,7 +106,7 @@ def write_batch(frames: list[np.ndarray], prompt: str, output_dir: str | Path, o
             verdict = str((qc[index] or {}).get("verdict", "")).lower() or None
             target = folder / "rejected" if verdict == "reject" else folder
             also = [folder, folder / "rejected"] if verdict == "reject" else [folder / "rejected"]
-            path = stock_csv.reserve_filename(target, stem or meta.title, claims=claims, also=also)
+            path = filenames.reserve_filename(target, stem or meta.title, claims=claims, also=also)
             repro = dict(repro_base)
             if emb is not None:
                 repro["image_embedding"] = dict(getattr(emb, "meta", {}) or {})
