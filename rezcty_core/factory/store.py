@@ -11,13 +11,13 @@ Layout: `inputs/SHA16_NAME` (content-addressed: the same image is stored once ho
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from rezcty_core.common.hashing import file_sha256
 from rezcty_core.factory.errors import ClientError
 
 INLINE_MAX = 256 * 1024  # bytes: files up to this size ride in the message / result (hosted Redis tiers are small)
@@ -30,14 +30,6 @@ class StoreError(ClientError):
 def _safe_name(name: str) -> str:
     keep = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)
     return keep[-80:] or "file"
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Store:
@@ -98,7 +90,7 @@ class Store:
     # -- what a batch sends ----------------------------------------------------------------
     def send_input(self, path: Path, inline_max: int = INLINE_MAX) -> dict:
         """Describe a local input file for a worker: inline when small, else stored once by content."""
-        digest = file_digest(path)
+        digest = file_sha256(path)
         size = path.stat().st_size
         spec: dict[str, Any] = {"name": _safe_name(path.name), "sha256": digest, "size": size, "from": str(path)}
         if size <= inline_max:
@@ -126,7 +118,7 @@ def fetch_input(spec: dict, store: Store | None, cache_dir: Path | None = None) 
         raise StoreError(f"input {spec['name']} is in a store and this worker has none")
     else:
         store.get_file(spec["ref"], local)
-    if file_digest(local) != spec["sha256"]:
+    if file_sha256(local) != spec["sha256"]:
         local.unlink(missing_ok=True)
         raise StoreError(f"input {spec['name']} arrived damaged (SHA-256 differs); the item goes back to the queue")
     return local
@@ -135,7 +127,7 @@ def fetch_input(spec: dict, store: Store | None, cache_dir: Path | None = None) 
 def send_output(path: Path, store: Store | None, ref: str, inline_max: int = INLINE_MAX) -> dict:
     """Describe an output file for the client: inline when small or when there is no store, else stored."""
     data_size = path.stat().st_size
-    spec: dict[str, Any] = {"name": path.name, "sha256": file_digest(path), "size": data_size}
+    spec: dict[str, Any] = {"name": path.name, "sha256": file_sha256(path), "size": data_size}
     if data_size <= inline_max or store is None:
         spec["data"] = base64.b64encode(path.read_bytes()).decode("ascii")
     else:
@@ -156,7 +148,7 @@ def receive_output(spec: dict, store: Store | None, dest: Path) -> str:
     else:
         store.get_file(spec["ref"], tmp)
         via = f"store:{spec['ref']}"
-    if file_digest(tmp) != spec["sha256"]:
+    if file_sha256(tmp) != spec["sha256"]:
         tmp.unlink(missing_ok=True)
         raise StoreError(f"output {spec['name']} arrived damaged (SHA-256 differs)")
     os.replace(tmp, dest)

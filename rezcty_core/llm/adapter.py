@@ -55,13 +55,6 @@ def model_fingerprint(folder: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
-
 
 @dataclass
 class AdapterConfig:

@@ -46,22 +46,38 @@ def prepare_smollm2(dest: Path) -> None:
     gguf = Path(dest).joinpath("raw", *SMOLLM2_GGUF)
     if not gguf.is_file():
         raise FileNotFoundError(f"{gguf}: embedded SmolLM2 GGUF missing; {prepare_command(SMOLLM2_NAME, dest)}")
+    print(f"[rezcty] embedded: converting {gguf.name} to safetensors (once, ~30 s)", file=sys.stderr)
+
+    def chat_tokens(tokenizer: Any) -> None:
+        # the GGUF metadata names <|im_start|> as eos; the chat turn really ends with <|im_end|>
+        if "<|im_end|>" in tokenizer.get_vocab():
+            tokenizer.eos_token = "<|im_end|>"
+        tokenizer.pad_token = tokenizer.eos_token
+
+    _convert_gguf(gguf, out, chat_tokens)
+
+
+def _convert_gguf(gguf: Path, out: Path, chat_tokens: Any, store_dtype: str | None = None) -> None:
+    """A GGUF (dequantized to dense fp32 by transformers: offline there is no packed kernel) -> a safetensors HF
+    folder at `out`, written beside it and swapped in whole; `chat_tokens(tokenizer)` sets the turn's end and pad."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"[rezcty] embedded: converting {gguf.name} to safetensors (once, ~30 s)", file=sys.stderr)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     _drop_dequantized_gguf_quantizer(model)
-    # the GGUF metadata names <|im_start|> as eos; the chat turn really ends with <|im_end|>
-    if "<|im_end|>" in tokenizer.get_vocab():
-        tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
+    if store_dtype:
+        model = model.to(getattr(torch, store_dtype))
+        model.config.dtype = store_dtype
+    chat_tokens(tokenizer)
     for cfg in (model.config, model.generation_config):
-        cfg.eos_token_id = cfg.pad_token_id = tokenizer.eos_token_id
+        cfg.eos_token_id = tokenizer.eos_token_id
+        cfg.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    del model
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 
@@ -108,29 +124,14 @@ def prepare_qwen(dest: Path) -> None:
     if not gguf.is_file():
         raise FileNotFoundError(f"{gguf}: the assembled Qwen GGUF is missing; {prepare_command(QWEN_NAME, dest)}")
     print(f"[rezcty] embedded: converting {QWEN_NAME} to safetensors (once, ~2 min)", file=sys.stderr)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # offline there is no packed-GGUF kernel, so transformers dequantizes to dense fp32; stored in bf16
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    _drop_dequantized_gguf_quantizer(model)
-    model = model.to(getattr(torch, QWEN_STORE_DTYPE))
-    model.config.dtype = QWEN_STORE_DTYPE
-    if "<|im_end|>" in tokenizer.get_vocab():  # the chat turn ends with <|im_end|>
-        tokenizer.eos_token = "<|im_end|>"
-    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in tokenizer.get_vocab() else tokenizer.eos_token
-    for cfg in (model.config, model.generation_config):
-        cfg.eos_token_id = tokenizer.eos_token_id
-        cfg.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    del model
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    def chat_tokens(tokenizer: Any) -> None:
+        if "<|im_end|>" in tokenizer.get_vocab():  # the chat turn ends with <|im_end|>
+            tokenizer.eos_token = "<|im_end|>"
+        if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+            tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in tokenizer.get_vocab() else tokenizer.eos_token
+
+    _convert_gguf(gguf, out, chat_tokens, store_dtype=QWEN_STORE_DTYPE)
 
 
 # --- a base-model argument -> its folder ----------------------------------------------------------

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rezcty_core.common import residency
+from rezcty_core.common.hashing import file_sha256
 from rezcty_core.llm import constrained
 from rezcty_core.llm.adapter import (
     LORA_FILE,
@@ -33,7 +34,6 @@ from rezcty_core.llm.adapter import (
     AdapterError,
     check_base,
     check_eye,
-    file_sha256,
     model_fingerprint,
     read_adapter_config,
 )

@@ -6,11 +6,12 @@ CLIP BPE built from the embedded open_clip vocabulary (`rezcty_core.sd.clip_toke
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rezcty_core.common.hashing import file_sha256
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -36,15 +37,6 @@ class SD15:
     path: Path
     sha256: str
     unet_config: dict
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file (hex), the `rezcty_base_hash` written into LoRA/embedding metadata."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict:

@@ -5,8 +5,9 @@ The Metadata Writer node passes them as `WriteOptions.generation`; `writer.write
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from rezcty_core.common import hashing
 
 MODEL_INPUTS = {"ckpt_name": "checkpoints", "lora_name": "loras", "style_lora": "loras", "structure_lora": "loras",
                 "vae_name": "vae", "embedding": "embeddings", "unet_name": "diffusion_models",
@@ -63,9 +64,5 @@ def file_sha256(path: str | Path) -> str:
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
+        _HASHES[key] = hashing.file_sha256(p)
     return _HASHES[key]
