@@ -47,7 +47,7 @@ def overrides(drive: Path, work: Path, port: int, extra_images: Path, workshop: 
     values = {
         "DRIVE": str(drive), "WORK": str(work), "PACK_DIR": str(REPO), "COMFY_DIR": str(REPO / ".comfyui" / "ComfyUI"),
         "PORT": port, "IDEAS": ["a lighthouse on a cliff"],
-        "CHECKPOINT": "tiny_sd15.safetensors", "WIDTH": 64, "HEIGHT": 64, "STEPS": 1, "MAX_NEW_TOKENS": 16, "EXTRA_IMAGES": str(extra_images),
+        "CHECKPOINT": "tiny_sd15.safetensors", "WIDTH": 64, "HEIGHT": 64, "STEPS": 1, "DETAIL_STEPS": 1, "MAX_NEW_TOKENS": 16, "EXTRA_IMAGES": str(extra_images),
         "LINE2_SET": {"RezctyStockSize.base_scale": 0.125, "LatentUpscaleBy.scale_by": 1.0},
         "RUN_WORKSHOP": workshop, **WORKSHOP_TINY,
     }
@@ -152,7 +152,7 @@ def sessions(tmp_path_factory):
         out["trained_2"] = trained_files(drive)
         out["queued_2"] = queued_records(drive)
         out["upload_2"] = sorted(p.name for p in (drive / "upload").iterdir())
-        out["extra_rows_1"] = json.loads((drive / "runs" / "run1" / "line3_1" / "results.json").read_text(encoding="utf-8"))
+        out["extra_qc_1"] = json.loads((drive / "runs" / "run1" / "line3_1" / "qc_report.json").read_text(encoding="utf-8"))
         stop_server(work1)
 
         resubmit = drive / "incoming_day2"
@@ -201,12 +201,12 @@ def test_second_run_queues_nothing_new(sessions):
 
 
 def test_second_session_flags_a_resubmitted_image_as_duplicate(sessions):
-    rows = json.loads((sessions["drive"] / "runs" / "run1" / "line3_1" / "results.json").read_text(encoding="utf-8"))
-    row = next(r for r in rows if r["label"] == "resubmitted.png")
-    entries = [e for text in row["texts"]["7"] for e in json.loads(text)]
-    assert entries and entries[0]["verdict"] == "reject" and "duplicate" in entries[0]["reasons"], entries
-    original = next(r for r in sessions["extra_rows_1"] if r["label"] == "clean_1.png")
-    assert json.loads(original["texts"]["7"][0])[0]["verdict"] == "pass"
+    """Line 3's collected result (qc_report.json, one verdict per image, read by the line's declared QC report node)."""
+    report = json.loads((sessions["drive"] / "runs" / "run1" / "line3_1" / "qc_report.json").read_text(encoding="utf-8"))
+    [entry] = [e for e in report if e["image"] == "resubmitted.png"]
+    assert entry["verdict"] == "reject" and "duplicate" in entry["reasons"], report
+    [original] = [e for e in sessions["extra_qc_1"] if e["image"] == "clean_1.png"]
+    assert original["verdict"] == "pass", sessions["extra_qc_1"]
     assert "duplicate" in cell_output(sessions["second_session"], "build_upload_set")
 
 
