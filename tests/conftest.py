@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import ComfyServer, link_model, nodes_defined_in_pack, tiny_sd15_checkpoint  # noqa: E402
+from harness import ComfyServer, link_model, missing_contract_nodes, tiny_sd15_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +22,9 @@ def comfy(tmp_path_factory) -> ComfyServer:
         if failures:
             pytest.fail("custom node import failed:\n" + "\n".join(failures) + "\n" + server.log_tail(), pytrace=False)
         info = server.object_info()
-        missing = [n for n in nodes_defined_in_pack() if n not in info]
+        missing = missing_contract_nodes(info)  # a deleted or broken node fails every test, never a skip
         if missing:
-            pytest.fail(f"nodes defined in nodes/ but missing from /object_info: {missing}\n{server.log_tail()}", pytrace=False)
+            pytest.fail(f"nodes of docs/CONTRACT.md missing from /object_info: {missing}\n{server.log_tail()}", pytrace=False)
         yield server
     finally:
         server.stop()

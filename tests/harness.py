@@ -22,18 +22,22 @@ CACHE = REPO / ".comfyui" / "cache"
 sys.path.insert(0, str(REPO / "tools"))
 from comfy_server import IMPORT_FAILURE_PATTERNS, ComfyProcess, ComfyStartError, free_port  # noqa: E402, F401
 
-# node ids fixed by docs/CONTRACT.md
-CONTRACT_NODES = [
-    "RezctyDINOv2Loader", "RezctyDINOv2Embed", "RezctyLLMLoader", "RezctyWhispererExpand",
-    "RezctyQCJudge", "RezctyMetadataWriter", "RezctyDualLoraLoader", "RezctyEmbeddingBridge",
-    "RezctyStockSize",  # issue 16: line 2's aspect preset -> base size + exact stock size
-]
+
+def contract_nodes() -> list[str]:
+    """The node ids docs/CONTRACT.md fixes (its Nodes table): every one must be registered by the server."""
+    text = (REPO / "docs/CONTRACT.md").read_text(encoding="utf-8")
+    nodes = re.findall(r"^\| `(Rezcty\w+)` \|", text, flags=re.M)
+    if not nodes:
+        raise AssertionError("docs/CONTRACT.md: no node rows (| `RezctyName` | ...) in its Nodes table")
+    return nodes
 
 
-def nodes_defined_in_pack() -> list[str]:
-    """Contract node ids that appear in nodes/*.py: these must all be registered."""
-    text = "\n".join(p.read_text() for p in (REPO / "nodes").glob("*.py"))
-    return [n for n in CONTRACT_NODES if re.search(rf"node_id\s*=\s*['\"]{n}['\"]", text)]
+CONTRACT_NODES = contract_nodes()
+
+
+def missing_contract_nodes(info: dict) -> list[str]:
+    """The contract's nodes a server's /object_info lacks (the session fails on any)."""
+    return [n for n in CONTRACT_NODES if n not in info]
 
 
 class ComfyError(AssertionError):
