@@ -9,7 +9,30 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import harness  # noqa: E402
 from harness import ComfyServer, link_model, missing_contract_nodes, tiny_sd15_checkpoint  # noqa: E402
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only what will run
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Slow self-contained fixtures (`harness.prefetch`: the demo, the Colab sessions) start now in their own
+    processes, and the modules that use them run last, so they run beside everything else (2 cores, most tests
+    keep one busy)."""
+    if config.option.collectonly or not harness.prefetch_enabled():
+        return
+    names = {n for item in items for n in getattr(item, "fixturenames", ()) if n in harness.PREFETCH}
+    if not names:
+        return
+    late = {item.module.__name__ for item in items
+            if set(getattr(item, "fixturenames", ())) & names and getattr(item, "module", None)}
+    items[:] = [i for i in items if getattr(i, "module", None) is None or i.module.__name__ not in late] + \
+               [i for i in items if getattr(i, "module", None) is not None and i.module.__name__ in late]
+    for name in sorted(names):
+        harness.start_prefetch(name, config._tmp_path_factory)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    harness.stop_prefetches()
 
 
 @pytest.fixture(scope="session")

@@ -5,15 +5,19 @@ The server is started through the very code path of `./rezcty comfy` (a subproce
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,3 +241,70 @@ def sd15_graph(ckpt: str, text: str = "a red cube on a table", seed: int = 1, si
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# slow self-contained fixtures run beside the other tests
+
+PREFETCH: dict[str, Callable[[Path], subprocess.Popen]] = {}  # fixture name -> start(folder) -> process
+_STARTED: dict[str, tuple[subprocess.Popen, Path, float]] = {}
+
+
+def prefetch(name: str):
+    """Register the starter of a slow fixture that needs nothing from the session (its own server and folders: the
+    demo, the Colab notebook). conftest starts it in its own process once the tests are collected and runs its
+    module last, so it uses the second core while the other tests run; the fixture then waits for it."""
+    def register(start: Callable[[Path], subprocess.Popen]) -> Callable[[Path], subprocess.Popen]:
+        PREFETCH[name] = start
+        return start
+    return register
+
+
+def prefetch_enabled() -> bool:
+    return os.environ.get("REZCTY_TEST_PREFETCH", "1") != "0"  # 0: each runs when its fixture is first used
+
+
+def start_prefetch(name: str, tmp_path_factory) -> tuple[subprocess.Popen, Path, float]:
+    if name not in _STARTED:
+        folder = tmp_path_factory.mktemp(name)
+        _STARTED[name] = (PREFETCH[name](folder), folder, time.time())
+    return _STARTED[name]
+
+
+def prefetched(name: str, tmp_path_factory, timeout: float = 1800.0) -> tuple[int, Path]:
+    """Wait for a prefetched fixture (started now if conftest did not); (exit code, its folder)."""
+    proc, folder, started = start_prefetch(name, tmp_path_factory)
+    try:
+        code = proc.wait(timeout=max(1.0, timeout - (time.time() - started)))
+    except subprocess.TimeoutExpired:
+        stop_prefetches()
+        raise AssertionError(f"{name}: still running after {timeout:.0f} s (see {folder})") from None
+    print(f"[prefetch] {name}: exit {code} after {time.time() - started:.1f} s (started with the session)")
+    return code, folder
+
+
+def _pids_using(folder: Path) -> list[int]:
+    """Processes whose command line names `folder` (the ComfyUI servers a prefetched job started in their own
+    process groups, with their base directory inside it)."""
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if str(folder).encode() in (entry / "cmdline").read_bytes() and int(entry.name) != os.getpid():
+                pids.append(int(entry.name))
+    return pids
+
+
+def stop_prefetches() -> None:
+    """End what is still running (an interrupted or failed session): the job's process group, then the servers it
+    started in groups of their own."""
+    for proc, folder, _ in _STARTED.values():
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=60)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            for pid in _pids_using(folder):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)

@@ -6,13 +6,18 @@ precompute_dinov2 -> build_dataset -> train_adapter (LoRA on fp32: the CPU choic
 train_embedding, each checked through the server); then every cell runs again: the line cells queue nothing new and
 the workshop cells skip what is trained. Session 2 (a new server and local disk, the same Drive) re-submits a passed
 image under another name and QC flags it as a duplicate of session 1's.
+
+The sessions need nothing from the test session (their own servers, Drive and work folders), so they run in a
+process of their own started with the session (`harness.prefetch`), beside the other tests; this module runs last.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +26,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from harness import REPO, free_port, tiny_sd15_checkpoint
+from harness import REPO, free_port, prefetch, prefetched, tiny_sd15_checkpoint
 from rezcty_core.stock.adobe_csv import read_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
@@ -120,9 +125,8 @@ def trained_files(drive: Path) -> dict[str, bytes]:
             for p in sorted(r.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def sessions(tmp_path_factory):
-    root = tmp_path_factory.mktemp("colab")
+def run_sessions(root: Path) -> dict:
+    """The three notebook runs (session 1 twice, then session 2 on the same Drive) and what the tests check."""
     drive = root / "drive"
     (drive / "models" / "checkpoints").mkdir(parents=True)
     os.symlink(tiny_sd15_checkpoint(), drive / "models" / "checkpoints" / "tiny_sd15.safetensors")
@@ -163,8 +167,26 @@ def sessions(tmp_path_factory):
     finally:
         stop_server(work1)
         stop_server(work2)
-    print("notebook timings (s):", {k: round(v, 1) for k, v in TIMINGS.items()})
+    print("notebook timings (s):", {k: round(v, 1) for k, v in TIMINGS.items()}, flush=True)
     return out
+
+
+@prefetch("sessions")
+def start_sessions(folder: Path) -> subprocess.Popen:
+    """`run_sessions` in its own process (this file run as a script), its result pickled into the folder."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, __file__, str(folder)], cwd=REPO, env=env, start_new_session=True,
+                            stdout=open(folder / "sessions.log", "w"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory):
+    code, folder = prefetched("sessions", tmp_path_factory, timeout=1700)
+    log = (folder / "sessions.log").read_text(errors="replace")
+    print(log[-6000:])
+    assert code == 0 and (folder / "sessions.pkl").is_file(), f"the notebook sessions failed (exit {code}):\n{log[-6000:]}"
+    with open(folder / "sessions.pkl", "rb") as f:
+        return pickle.load(f)
 
 
 def test_upload_folder_holds_only_passed_images_and_their_rows(sessions):
@@ -281,3 +303,12 @@ def test_colab_only_calls_are_guarded_by_on_colab():
     assert found.keys() == guarded, found
     assert all("ON_COLAB" in t for t in found.values()), found
     assert all("DOWNLOAD_MODELS" in found[n] for n in ("hf_hub_download", "snapshot_download")), found
+
+
+if __name__ == "__main__":  # the prefetched sessions (start_sessions): python tests/test_colab.py FOLDER
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped session still stops its servers (finally)
+    target = Path(sys.argv[1])
+    result = run_sessions(target)
+    with open(target / "sessions.pkl.part", "wb") as f:
+        pickle.dump(result, f)
+    os.replace(target / "sessions.pkl.part", target / "sessions.pkl")

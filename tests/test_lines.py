@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness import REPO
+from harness import REPO, link_model
 from rezcty_core.factory import blueprint, lines
 from rezcty_core.factory.cli import main as client_main
 from rezcty_core.factory.errors import ClientError
 
-SMOL = "embedded: SmolLM2-135M-Instruct"
 NODE_INPUT = re.compile(r"^\d+\.[A-Za-z_]\w*(=.*)?$")  # "6.steps", "1.base_model=..."
 NODE_ARG_CALLS = {"get", "write_prompts_json", "find_node", "set_input", "text", "ui", "node", "texts_of"}
 
@@ -122,19 +121,23 @@ def test_a_setting_that_binds_nowhere_is_refused_by_name():
 
 
 def test_renumbered_lines_run_and_collect_through_the_server(comfy, tmp_path, capsys):
-    """Line 1 (the embedded SmolLM2, two ideas as one prompt) and line 3 (two small images) through the real
-    server from renumbered copies of the shipped workflows, via `python -m rezcty_core.client line`."""
+    """Line 1 (the tiny random LLM: binding and collecting is what is tested; two ideas as one prompt) and line 3
+    (two small images) through the real server from renumbered copies of the shipped workflows, via
+    `python -m rezcty_core.client line`."""
+    from fixtures.tiny_llm import tiny_llm_dir
+
+    tiny = link_model(comfy, "LLM", tiny_llm_dir(), "tiny-llama-whisperer")
     line1, new1 = renumber(lines.LINE1.load())
     (tmp_path / "line1.json").write_text(json.dumps(line1))
     ideas = tmp_path / "ideas.txt"
     ideas.write_text("a red barn\na lighthouse on a cliff\n")
     code = client_main(["line", "line1", "--workflow", str(tmp_path / "line1.json"), "--server", comfy.url,
                         "--ideas", str(ideas), "--out", str(tmp_path / "l1"), "--together", "--quiet",
-                        "--with", f"llm={SMOL}", "--with", "max_new_tokens=12", "--with", "seed=3"])
+                        "--with", f"llm={tiny}", "--with", "max_new_tokens=12", "--with", "seed=3"])
     assert code == 0, capsys.readouterr()
     prompts = json.loads((tmp_path / "l1" / "prompts.json").read_text())
     assert [p["idea"] for p in prompts] == ["a red barn", "a lighthouse on a cliff"]
-    assert all(p["prompt"].endswith("rezcty_style, rezcty_structure") and p["whisperer_llm"] == SMOL for p in prompts)
+    assert all(p["prompt"].endswith("rezcty_style, rezcty_structure") and p["whisperer_llm"] == tiny for p in prompts)
     [row] = json.loads((tmp_path / "l1" / "results.json").read_text())
     preview = new1[lines.LINE1.node(lines.LINE1.load(), "Expanded prompts")]  # another node than before
     assert preview != lines.LINE1.node(lines.LINE1.load(), "Expanded prompts")

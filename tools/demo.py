@@ -150,18 +150,19 @@ def run_line1(client: ComfyClient, ideas: Path, out: Path, servers: list[str], l
     return {"ideas": texts, "prompts": len(done.result), "failed": len(done.report.failed), "model": llm}
 
 
-def line2_graph(checkpoint: str, steps: int, detail_steps: int, base_scale: float) -> dict:
+def line2_graph(checkpoint: str, steps: int, detail_steps: int, base_scale: float, settings: dict | None = None) -> dict:
     """The shipped line-2 workflow with the demo's sizes: first-pass steps, the detail pass's steps and the base
-    size's scale (a smaller first pass and detail pass; the stock target is unchanged)."""
+    size's scale (a smaller first pass and detail pass; the stock target is unchanged), plus any other line-2
+    `settings` (factory/lines.py)."""
     line = lines.LINE2
     return line.bind(line.load(), {"checkpoint": checkpoint, "steps": steps, "detail_steps": detail_steps,
-                                   "base_scale": base_scale})
+                                   "base_scale": base_scale, **(settings or {})})
 
 
 def run_line2(client: ComfyClient, checkpoint: str, out: Path, servers: list[str], count: int, steps: int,
-              models: Path, detail_steps: int = 15, base_scale: float = 1.0) -> dict:
+              models: Path, detail_steps: int = 15, base_scale: float = 1.0, settings: dict | None = None) -> dict:
     line = lines.LINE2
-    graph = line2_graph(checkpoint, steps, detail_steps, base_scale)
+    graph = line2_graph(checkpoint, steps, detail_steps, base_scale, settings)
     info = client.object_info()
     embeddings = [e for e in combo_options(info, "RezctyEmbeddingBridge", "embedding") if e]
     if line.value(graph, "embedding") not in embeddings:
