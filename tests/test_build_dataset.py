@@ -66,8 +66,7 @@ def caption_set(root: Path) -> Path:
 
 
 def whisperer_from_captions() -> Path:
-    """Cached: build_dataset whisperer on caption_set (held-out 0.2 by subject) + train_adapter 8 steps (the test
-    checks the pipeline and that the adapter's eye reaches the expansion, not how well it learned)."""
+    """Cached: build_dataset whisperer on caption_set (held-out 0.2 by subject) + train_adapter 32 steps x 2."""
     here = inspect.getsource(caption_set) + inspect.getsource(whisperer_from_captions) + repr((SUBJECTS, MATERIALS))
     digest = hashlib.sha256(here.encode() + b"".join(p.read_bytes() for p in CODE)).hexdigest()[:12]
     path = CACHE / f"build_dataset_whisperer_{digest}"
@@ -84,7 +83,7 @@ def whisperer_from_captions() -> Path:
         assert res.returncode == 0, res.stderr[-3000:]
         assert sorted(p.name for p in captions.iterdir()) == before, "build_dataset wrote next to the user's images"
         res = script("training.train_adapter", "--data", str(ds / "dataset.jsonl"), "--base-model", "embedded",
-                     "--out", str(work / "adapter"), "--max-steps", "8", "--grad-accum", "1", "--lr", "1e-3",
+                     "--out", str(work / "adapter"), "--max-steps", "32", "--grad-accum", "2", "--lr", "1e-3",
                      "--projector-lr", "1e-3", "--eval-generate", "1", "--eval-max-new-tokens", "8",
                      "--no-gradient-checkpointing")
         assert res.returncode == 0, res.stderr[-3000:]
