@@ -28,7 +28,7 @@ def tracked_text_files() -> dict[str, str]:
 
 
 def test_no_file_refers_outside_the_repo():
-    """A user's clone has no ../shared and no CONTRACT.md but docs/CONTRACT.md."""
+    """A user's clone has nothing beside it: no shared folder one level up, no contract but the one in docs/."""
     outside = "../" + "shared"
     files = tracked_text_files()
     assert len(files) > 100
