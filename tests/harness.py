@@ -252,8 +252,9 @@ _STARTED: dict[str, tuple[subprocess.Popen, Path, float]] = {}
 
 def prefetch(name: str):
     """Register the starter of a slow fixture that needs nothing from the session (its own server and folders: the
-    demo, the Colab notebook). conftest starts it in its own process once the tests are collected and runs its
-    module last, so it uses the second core while the other tests run; the fixture then waits for it."""
+    demo, the Colab notebook). With REZCTY_TEST_PREFETCH=1 conftest starts it in its own process once the tests are
+    collected and runs its module last, so it runs beside the other tests; otherwise it starts when its fixture is
+    first used. The fixture waits for it either way (`prefetched`)."""
     def register(start: Callable[[Path], subprocess.Popen]) -> Callable[[Path], subprocess.Popen]:
         PREFETCH[name] = start
         return start
@@ -261,7 +262,9 @@ def prefetch(name: str):
 
 
 def prefetch_enabled() -> bool:
-    return os.environ.get("REZCTY_TEST_PREFETCH", "1") != "0"  # 0: each runs when its fixture is first used
+    """Off unless REZCTY_TEST_PREFETCH=1: on 2 shared cores two torch processes side by side thrash (torch's
+    threads spin-wait for each other), measured slower than one after the other; worth it with cores to spare."""
+    return os.environ.get("REZCTY_TEST_PREFETCH", "0") == "1"
 
 
 def start_prefetch(name: str, tmp_path_factory) -> tuple[subprocess.Popen, Path, float]:

@@ -7,8 +7,8 @@ train_embedding, each checked through the server); then every cell runs again: t
 the workshop cells skip what is trained. Session 2 (a new server and local disk, the same Drive) re-submits a passed
 image under another name and QC flags it as a duplicate of session 1's.
 
-The sessions need nothing from the test session (their own servers, Drive and work folders), so they run in a
-process of their own started with the session (`harness.prefetch`), beside the other tests; this module runs last.
+The sessions need nothing from the test session (their own servers, Drive and work folders): they run in a process
+of their own (`harness.prefetch`; with REZCTY_TEST_PREFETCH=1 started with the session, beside the other tests).
 """
 from __future__ import annotations
 
