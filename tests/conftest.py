@@ -1,10 +1,16 @@
 """Session fixtures: one real ComfyUI server for the whole run, and the tiny SD 1.5 checkpoint."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# Before torch loads here or in any server, script or kernel the tests start (they inherit it): OpenMP threads that
+# wait sleep instead of spinning. Same time on idle cores; with 2 other busy processes on the 2 cores, test_line2_stock
+# + test_lora took 55-61 s instead of 136 s (spinning threads of one process steal the core the other one needs).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
