@@ -5,15 +5,19 @@ The server is started through the very code path of `./rezcty comfy` (a subproce
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,18 +26,22 @@ CACHE = REPO / ".comfyui" / "cache"
 sys.path.insert(0, str(REPO / "tools"))
 from comfy_server import IMPORT_FAILURE_PATTERNS, ComfyProcess, ComfyStartError, free_port  # noqa: E402, F401
 
-# node ids fixed by docs/CONTRACT.md
-CONTRACT_NODES = [
-    "RezctyDINOv2Loader", "RezctyDINOv2Embed", "RezctyLLMLoader", "RezctyWhispererExpand",
-    "RezctyQCJudge", "RezctyMetadataWriter", "RezctyDualLoraLoader", "RezctyEmbeddingBridge",
-    "RezctyStockSize",  # issue 16: line 2's aspect preset -> base size + exact stock size
-]
+
+def contract_nodes() -> list[str]:
+    """The node ids docs/CONTRACT.md fixes (its Nodes table): every one must be registered by the server."""
+    text = (REPO / "docs/CONTRACT.md").read_text(encoding="utf-8")
+    nodes = re.findall(r"^\| `(Rezcty\w+)` \|", text, flags=re.M)
+    if not nodes:
+        raise AssertionError("docs/CONTRACT.md: no node rows (| `RezctyName` | ...) in its Nodes table")
+    return nodes
 
 
-def nodes_defined_in_pack() -> list[str]:
-    """Contract node ids that appear in nodes/*.py: these must all be registered."""
-    text = "\n".join(p.read_text() for p in (REPO / "nodes").glob("*.py"))
-    return [n for n in CONTRACT_NODES if re.search(rf"node_id\s*=\s*['\"]{n}['\"]", text)]
+CONTRACT_NODES = contract_nodes()
+
+
+def missing_contract_nodes(info: dict) -> list[str]:
+    """The contract's nodes a server's /object_info lacks (the session fails on any)."""
+    return [n for n in CONTRACT_NODES if n not in info]
 
 
 class ComfyError(AssertionError):
@@ -233,6 +241,76 @@ def sd15_graph(ckpt: str, text: str = "a red cube on a table", seed: int = 1, si
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# slow self-contained fixtures run beside the other tests
+
+PREFETCH: dict[str, Callable[[Path], subprocess.Popen]] = {}  # fixture name -> start(folder) -> process
+_STARTED: dict[str, tuple[subprocess.Popen, Path, float]] = {}
+
+
+def prefetch(name: str):
+    """Register the starter of a slow fixture that needs nothing from the session (its own server and folders: the
+    demo, the Colab notebook). With REZCTY_TEST_PREFETCH=1 conftest starts it in its own process once the tests are
+    collected and runs its module last, so it runs beside the other tests; otherwise it starts when its fixture is
+    first used. The fixture waits for it either way (`prefetched`)."""
+    def register(start: Callable[[Path], subprocess.Popen]) -> Callable[[Path], subprocess.Popen]:
+        PREFETCH[name] = start
+        return start
+    return register
+
+
+def prefetch_enabled() -> bool:
+    """Off unless REZCTY_TEST_PREFETCH=1: on 2 shared cores two torch processes side by side thrash (torch's
+    threads spin-wait for each other), measured slower than one after the other; worth it with cores to spare."""
+    return os.environ.get("REZCTY_TEST_PREFETCH", "0") == "1"
+
+
+def start_prefetch(name: str, tmp_path_factory) -> tuple[subprocess.Popen, Path, float]:
+    if name not in _STARTED:
+        folder = tmp_path_factory.mktemp(name)
+        _STARTED[name] = (PREFETCH[name](folder), folder, time.time())
+    return _STARTED[name]
+
+
+def prefetched(name: str, tmp_path_factory, timeout: float = 1800.0) -> tuple[int, Path]:
+    """Wait for a prefetched fixture (started now if conftest did not); (exit code, its folder)."""
+    proc, folder, started = start_prefetch(name, tmp_path_factory)
+    try:
+        code = proc.wait(timeout=max(1.0, timeout - (time.time() - started)))
+    except subprocess.TimeoutExpired:
+        stop_prefetches()
+        raise AssertionError(f"{name}: still running after {timeout:.0f} s (see {folder})") from None
+    print(f"[prefetch] {name}: exit {code} after {time.time() - started:.1f} s (started with the session)")
+    return code, folder
+
+
+def _pids_using(folder: Path) -> list[int]:
+    """Processes whose command line names `folder` (the ComfyUI servers a prefetched job started in their own
+    process groups, with their base directory inside it)."""
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if str(folder).encode() in (entry / "cmdline").read_bytes() and int(entry.name) != os.getpid():
+                pids.append(int(entry.name))
+    return pids
+
+
+def stop_prefetches() -> None:
+    """End what is still running (an interrupted or failed session): the job's process group, then the servers it
+    started in groups of their own."""
+    for proc, folder, _ in _STARTED.values():
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=60)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            for pid in _pids_using(folder):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def ensure_debian_binary(binary: str, packages: list[str]) -> str:

@@ -7,10 +7,11 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from harness import REPO, link_model, nodes_defined_in_pack
+from harness import REPO, link_model, prefetch, prefetched
 from rezcty_core.factory.cli import build_parser
 from rezcty_core.llm import embedded_choice
 from rezcty_core.llm.memory_plan import GiB, plan_memory, read_config
@@ -27,15 +28,24 @@ EXPECTED_REASON = {  # sample image -> the reason code its defect must produce
 }
 
 
+@prefetch("demo")
+def start_demo(folder: Path) -> subprocess.Popen:
+    """`./rezcty demo` on a bare machine (no SD 1.5 checkpoint anywhere), in its own process and server."""
+    bare = folder / "no-models"
+    bare.mkdir()
+    # SmolLM2 for line 1: the fast model of the tests (the Qwen default is measured in docs/whisperer.md)
+    return subprocess.Popen([str(REPO / "rezcty"), "demo", "--out", str(folder / "results"), "--models", str(bare),
+                             "--whisperer-llm", "smollm2"], cwd=REPO, stdout=open(folder / "stdout.txt", "w"),
+                            stderr=open(folder / "stderr.txt", "w"), start_new_session=True)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "results"
-    bare = tmp_path_factory.mktemp("no-models")  # a bare machine: no SD 1.5 checkpoint anywhere
-    # SmolLM2 for line 1: the fast model of the tests (the Qwen default is measured in docs/whisperer.md)
-    res = subprocess.run([str(REPO / "rezcty"), "demo", "--out", str(out), "--models", str(bare),
-                          "--whisperer-llm", "smollm2"], cwd=REPO, capture_output=True, text=True, timeout=1500)
+    code, folder = prefetched("demo", tmp_path_factory, timeout=1500)
+    res = subprocess.CompletedProcess("./rezcty demo", code, (folder / "stdout.txt").read_text(),
+                                      (folder / "stderr.txt").read_text())
     print(res.stdout[-3000:])
-    return res, out, bare
+    return res, folder / "results", folder / "no-models"
 
 
 def test_demo_prints_a_summary_and_the_results_path(demo):
@@ -55,8 +65,6 @@ def test_demo_prints_a_summary_and_the_results_path(demo):
 
 def test_demo_line1_writes_prompts_json(demo):
     res, out, _ = demo
-    if "RezctyWhispererExpand" not in nodes_defined_in_pack():
-        pytest.skip("Whisperer Expand is not in this build yet (the demo reports line 1 as skipped)")
     prompts = json.loads((out / "prompts.json").read_text())
     ideas = [i for i in (out / "inputs" / "ideas.txt").read_text().splitlines() if i]
     assert [p["idea"] for p in prompts] == ideas
@@ -70,26 +78,54 @@ def test_demo_line1_writes_prompts_json(demo):
 
 def test_demo_line3_rejects_each_defect_and_writes_csv_jpegs_contact_sheet(demo):
     res, out, _ = demo
-    needed = ["RezctyDINOv2Embed", "RezctyQCJudge", "RezctyMetadataWriter"]
-    if not all(n in nodes_defined_in_pack() for n in needed):
-        pytest.skip("line 3 nodes are not all in this build yet")
     verdicts = {v["image"]: v for v in json.loads((out / "qc_report.json").read_text())}
     assert len(verdicts) == 8, verdicts
     for name in ("clean_1.png", "clean_2.png", "clean_3.png"):
         assert verdicts[name]["verdict"] == "pass", verdicts[name]
     for name, reason in EXPECTED_REASON.items():
         assert verdicts[name]["verdict"] == "reject" and reason in verdicts[name]["reasons"], verdicts[name]
-    [csv_name] = json.loads((out / "summary.json").read_text())["files"]["csv"]
-    rows = list(csv.reader(open(out / csv_name, encoding="utf-8", newline="")))
+    files = json.loads((out / "summary.json").read_text())["files"]
+    adobe = out / "stock" / "adobe_stock.csv"
+    assert adobe.relative_to(out).as_posix() in files["csv"]
+    rows = list(csv.reader(open(adobe, encoding="utf-8", newline="")))
     assert rows[0] == ["Filename", "Title", "Keywords", "Category", "Releases"]
     assert len(rows) - 1 == 3  # one row per passed image, none for the rejected
-    jpegs = sorted((out / "jpegs").glob("*.jpg"))
-    assert jpegs
     for row in rows[1:]:
-        data = (out / "jpegs" / row[0]).read_bytes()
+        data = (adobe.parent / row[0]).read_bytes()  # the CSV names files beside it
         assert b"http://ns.adobe.com/xap/1.0/" in data and b"dc:title" in data  # XMP embedded
     assert list((out / "qc").glob("*")), "no QC contact sheet in the results folder"
     assert "line 3 QC      : 8 checked, 3 passed, 5 rejected" in res.stdout
+
+
+def _verdict(sidecar: Path) -> str:
+    side = json.loads(sidecar.read_text(encoding="utf-8"))
+    return (side.get("qc") or {}).get("verdict") or side.get("qc_verdict")
+
+
+def test_demo_results_hold_every_file_the_summary_counts(demo):
+    """Issue 27: the Metadata Writer numbers files per folder, so passed and rejected images may share a name; the
+    demo keeps the server's folders (stock/, stock/rejected/) and counts what really is in the results folder."""
+    res, out, _ = demo
+    files = json.loads((out / "summary.json").read_text())["files"]
+    stock = out / files["folder"]
+    on_disk = sorted(p.relative_to(out).as_posix() for p in stock.rglob("*.jpg"))
+    assert sorted(files["passed"] + files["rejected"]) == on_disk
+    assert len(files["passed"]) == 3 and len(files["rejected"]) == 5, files
+    for listed in [*files["passed"], *files["rejected"], *files["csv"], *files["contact_sheets"]]:
+        assert (out / listed).is_file(), listed
+    # every file is where its verdict says, with its own sidecar: a rejected image never stands in for a passed one
+    assert all(_verdict((out / p).with_suffix(".json")) == "pass" for p in files["passed"]), files["passed"]
+    assert all(_verdict((out / p).with_suffix(".json")) == "reject" for p in files["rejected"]), files["rejected"]
+    assert files["sidecars"] == len(on_disk)
+    for csv_name, count in files["csv_rows"].items():
+        path = out / csv_name
+        rows = list(csv.DictReader(open(path, encoding="utf-8-sig", newline="")))
+        assert count == {"rows": len(rows), "files_here": len(rows)}, (csv_name, count)
+        for row in rows:  # the row's title is the title of the image of that name beside the CSV
+            side = json.loads((path.parent / row["Filename"]).with_suffix(".json").read_text(encoding="utf-8"))
+            assert side["title"] == row["Title"] and _verdict((path.parent / row["Filename"]).with_suffix(".json")) == "pass"
+    assert "JPEGs          : 3 passed in stock/, 5 rejected in stock/rejected/" in res.stdout, res.stdout
+    assert "adobe_stock.csv (3 rows, 3 of their files beside it)" in res.stdout, res.stdout
 
 
 def test_demo_shows_the_x4_upscale_step_without_a_checkpoint(demo):
@@ -106,7 +142,7 @@ def test_demo_shows_the_x4_upscale_step_without_a_checkpoint(demo):
 
 def test_colab_notebook_commands_are_valid():
     """Static check (tests/test_colab.py executes it): every cell parses, every workflow it names exists,
-    and the three lines go through the client's batch, each followed by free."""
+    and the three lines go through the client's `line` (factory/lines.py), each followed by free."""
     nb = json.loads((REPO / "colab" / "rezcty_colab.ipynb").read_text())
     assert nb["nbformat"] == 4
     verbs = []
@@ -125,7 +161,7 @@ def test_colab_notebook_commands_are_valid():
                     and isinstance(node.args[0], ast.Constant):
                 verbs.append(node.args[0].value)
     assert set(verbs) <= set(build_parser()._subparsers._group_actions[0].choices), verbs
-    assert verbs.count("batch") >= 3 and verbs.count("free") >= 2, verbs
+    assert verbs.count("line") >= 3 and verbs.count("free") >= 2, verbs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,15 +197,21 @@ def test_demo_decides_from_the_servers_free_memory(comfy):
     need = embedded_choice.needed_bytes(read_config(QWEN_DIR), "cpu")
     assert analyst.is_qwen == (free >= need), analyst.reason
     assert demo_tool.choose_llm("smollm2", stats, "analyst").name == embedded_choice.SMOLLM2
-    line1 = demo_tool.choose_line1_llm("auto", {"system": {"ram_free": 64 * GiB}, "devices": []})
-    qwen_fits = demo_tool.LINE1_MEASURED_S["qwen"] <= demo_tool.DEMO_LIMIT_S
-    assert line1.is_qwen == qwen_fits and f"{demo_tool.LINE1_MEASURED_S['qwen']:.0f} s" in line1.reason
+    # on the CPU the one cost table (rezcty_core/data/llm_costs.json) also weighs the demo's time budget
+    costs = embedded_choice.load_costs()
+    budget = costs.budgets["cpu"][0]
+    rest = costs.estimate("demo_rest", embedded_choice.QWEN, "cpu", 1)
+    line1 = demo_tool.choose_line1_llm("auto", {"system": {"ram_free": 64 * GiB}, "devices": []}, 3)
+    qwen_s = costs.estimate("whisperer", embedded_choice.QWEN, "cpu", 3)
+    assert line1.is_qwen == (qwen_s + rest <= budget) and f"{qwen_s:.0f} s for 3 ideas" in line1.reason, line1.reason
     tight = demo_tool.choose_line1_llm("auto", {"system": {"ram_free": 2 * GiB}, "devices": []})
     assert tight.name == embedded_choice.SMOLLM2 and "only 2.0 GiB RAM is free" in tight.reason
     # line 3's analyst: on the CPU also its measured seconds per image; on a GPU (a T4) the memory plan alone
     roomy_cpu = {"system": {"ram_free": 64 * GiB}, "devices": [{"type": "cpu", "vram_free": 64 * GiB}]}
     analyst_cpu = demo_tool.choose_analyst_llm("auto", roomy_cpu, 8)
-    assert analyst_cpu.is_qwen == (demo_tool.ANALYST_MEASURED_S["qwen"] * 8 <= demo_tool.DEMO_LIMIT_S), analyst_cpu
+    per_image = costs.find("analyst", embedded_choice.QWEN, "cpu").per_item
+    assert analyst_cpu.is_qwen == (per_image * 8 + rest <= budget), analyst_cpu
+    assert "--analyst-llm qwen runs it anyway" in analyst_cpu.reason and "llm_costs.json" in analyst_cpu.reason
     t4 = {"system": {"ram_free": 12 * GiB}, "devices": [{"type": "cuda", "vram_free": 15 * GiB}]}
     assert demo_tool.choose_analyst_llm("auto", t4, 8).is_qwen and demo_tool.choose_line1_llm("auto", t4).is_qwen
     small_gpu = {"system": {"ram_free": 12 * GiB}, "devices": [{"type": "cuda", "vram_free": 3 * GiB}]}
@@ -177,21 +219,41 @@ def test_demo_decides_from_the_servers_free_memory(comfy):
     assert demo_tool.choose_analyst_llm("qwen", small_gpu, 8).is_qwen  # asked for: no second-guessing
 
 
+def test_the_cost_table_names_where_each_figure_came_from(tmp_path):
+    """One declared table of measured seconds (per task, model, device), each row with its source; a broken
+    row is a one-line error naming the file and the row."""
+    costs = embedded_choice.load_costs()
+    assert costs.path == embedded_choice.COSTS_FILE and costs.budgets["cpu"][1]
+    assert {(c.task, c.model) for c in costs.costs} >= {("whisperer", embedded_choice.QWEN),
+                                                        ("whisperer", embedded_choice.SMOLLM2),
+                                                        ("analyst", embedded_choice.QWEN),
+                                                        ("analyst", embedded_choice.SMOLLM2)}
+    assert all(c.source and c.seconds > 0 and c.items >= 1 for c in costs.costs)
+    assert costs.estimate("whisperer", embedded_choice.QWEN, "cuda", 3) is None  # not measured: memory decides
+    demo_src = (REPO / "tools" / "demo.py").read_text()
+    assert not re.search(r"MEASURED|\b(83\.7|185\.1|118\.0|50\.8)\b", demo_src)  # no timings in the code
+    bad = tmp_path / "costs.json"
+    bad.write_text(json.dumps({"costs": [{"task": "whisperer", "model": "x", "device": "cpu"}]}))
+    with pytest.raises(ValueError, match=r"costs.json: costs row 1: expected task, model, device, seconds"):
+        embedded_choice.load_costs(bad)
+
+
 def test_demo_line2_sets_the_detail_pass_and_base_size_small_for_the_cpu(comfy, tiny_sd15, tmp_path):
-    """With a checkpoint: line 2 renders through the shipped workflow with the demo's first-pass steps (6),
-    detail-pass steps (13) and base scale (11), at the exact stock size."""
+    """With a checkpoint: line 2 renders through the shipped workflow (factory/lines.py) with the demo's
+    first-pass steps, detail-pass steps and base scale, at the exact stock size."""
     from PIL import Image
 
+    from rezcty_core.factory import lines
     from rezcty_core.factory.api import ComfyClient
     from rezcty_core.sd import presets
 
+    line = lines.LINE2
     graph = demo_tool.line2_graph(tiny_sd15, 1, 1, 0.125)
-    assert (graph["6"]["inputs"]["steps"], graph["13"]["inputs"]["steps"], graph["11"]["inputs"]["base_scale"]) \
-        == (1, 1, 0.125)
-    shipped = json.loads((REPO / "workflows" / "api" / "line2_generation.json").read_text())
-    assert graph["13"]["class_type"] == shipped["13"]["class_type"] == "KSampler"
-    assert graph["11"]["class_type"] == "RezctyStockSize" and graph["13"]["inputs"]["denoise"] < 1
-    assert demo_tool.CPU_LINE2["detail_steps"] < shipped["13"]["inputs"]["steps"]
+    assert [line.value(graph, k) for k in ("steps", "detail_steps", "base_scale", "checkpoint")] == [1, 1, 0.125, tiny_sd15]
+    shipped = line.load()
+    detail = line.targets(shipped, "detail_steps")[0].rpartition(".")[0]
+    assert graph[detail]["class_type"] == "KSampler" and graph[detail]["inputs"]["denoise"] < 1
+    assert demo_tool.CPU_LINE2["detail_steps"] < line.value(shipped, "detail_steps")
     assert demo_tool.CPU_LINE2["base_scale"] < 1.0
     import torch
     from safetensors.torch import save_file
@@ -201,10 +263,15 @@ def test_demo_line2_sets_the_detail_pass_and_base_size_small_for_the_cpu(comfy, 
     link_model(comfy, "embeddings", emb)
     (tmp_path / "prompts.json").write_text(json.dumps([
         {"idea": "sunrise", "prompt": "sunrise over mountain, rezcty_style, rezcty_structure", "seeds": [7]}]))
+    # the embedded anime Real-ESRGAN (6 blocks, not 23): the x4 model's CPU time is most of this render
     result = demo_tool.run_line2(ComfyClient(comfy.url), tiny_sd15, tmp_path, [comfy.url], 1, 1, comfy.models_dir,
-                                 detail_steps=1, base_scale=0.125)
+                                 detail_steps=1, base_scale=0.125,
+                                 settings={"upscaler": "RealESRGAN_x4plus_anime.safetensors"})
     assert result["images"] == 1 and result["failed"] == 0, result
     assert (result["detail_steps"], result["base_scale"]) == (1, 0.125)
     [image] = sorted((tmp_path / "line2" / "files").glob("*.png"))
     with Image.open(image) as im:
-        assert im.size == presets.get_preset(graph["11"]["inputs"]["preset"]).target
+        assert im.size == presets.get_preset(line.value(graph, "preset")).target
+    [blueprint] = json.loads((tmp_path / "line2" / "blueprints.json").read_text())  # line 2's collected result
+    assert blueprint["seeds"] == [7] and blueprint["checkpoint"] == tiny_sd15
+    assert blueprint["upscaler"] == "RealESRGAN_x4plus_anime.safetensors"

@@ -136,8 +136,6 @@ def test_embedding_loads_in_comfyui(comfy, tiny_sd15, genius):
     assert "does not exist" not in new_log and "error loading embedding" not in new_log, new_log[-3000:]
     assert np.abs(with_emb - base).max() > 0, "the embedding did not change the render"
 
-    if "RezctyEmbeddingBridge" not in comfy.object_info():
-        pytest.skip("RezctyEmbeddingBridge is not registered yet (issue 8)")
     graph = sd15_graph(tiny_sd15, seed=9, prefix="ti_bridge")
     graph["2"] = {"class_type": "RezctyEmbeddingBridge", "inputs": {
         "clip": ["1", 1], "text": "a red cube, rezcty_genius", "embedding": name, "weight": 1.0}}

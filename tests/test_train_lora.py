@@ -224,8 +224,6 @@ def test_lora_loads_in_comfyui_with_no_unmatched_key_and_changes_render(comfy, t
     assert "lora key not loaded" not in new_log, new_log[-3000:]
     assert np.abs(with_lora - base).max() > 0, "the LoRA did not change the render"
 
-    if "RezctyDualLoraLoader" not in comfy.object_info():
-        pytest.skip("RezctyDualLoraLoader is not registered yet (issue 8)")
     graph = sd15_graph(tiny_sd15, seed=5, prefix="lora_dual")
     graph["10"] = {"class_type": "RezctyDualLoraLoader", "inputs": {
         "model": ["1", 0], "clip": ["1", 1], "style_lora": name, "style_strength_model": 1.0,

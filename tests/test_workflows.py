@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import REPO, link_model, nodes_defined_in_pack
+from harness import REPO, link_model
 from rezcty_core.factory.api import ComfyClient, RunOutput
 from rezcty_core.factory.validate import validate_graph
 from rezcty_core.factory.workflow import apply_sets, load_workflow, set_input
@@ -30,11 +30,9 @@ TRIGGERS = "rezcty_style, rezcty_structure"
 
 
 def needs(info: dict, graph: dict) -> None:
-    """Skip (with the reason) while a node the workflow uses has not landed in nodes/ yet."""
+    """Every node type the workflow uses is registered: a missing one fails (never a skip)."""
     absent = sorted({n["class_type"] for n in graph.values()} - set(info))
-    not_written = [c for c in absent if c.startswith("Rezcty") and c not in nodes_defined_in_pack()]
-    if not_written:
-        pytest.skip(f"node(s) not in this build yet: {not_written}")
+    assert not absent, f"node types the workflow uses but the server lacks: {absent}"
 
 
 def test_generated_files_are_up_to_date():
@@ -74,12 +72,10 @@ def _server_schema(info: dict) -> tuple:
 
 def test_schemas_used_by_the_generator_match_the_real_nodes(comfy):
     info = comfy.object_info()
-    pack = set(nodes_defined_in_pack())
     mismatched, missing = [], []
     for cls, schema in build.SCHEMAS.items():
         if cls not in info:
-            if not cls.startswith("Rezcty") or cls in pack:
-                missing.append(cls)
+            missing.append(cls)
             continue
         inputs, outputs, control = _server_schema(info[cls])
         if (inputs, outputs, control) != (schema.inputs, schema.outputs, schema.seed_control):

@@ -9,15 +9,19 @@ lines with the headless client exactly as a user would on Colab:
           without one, one sample image goes through the embedded Real-ESRGAN x4 to show the step)
   line 3  sample images (+ line 2's) -> DINOv2 -> QC Judge -> Metadata Writer -> JPEGs + adobe_stock.csv
 
-with POST /free between the lines. A line whose nodes this build does not have is reported as
-skipped — never faked. Results: prompts.json, adobe_stock.csv, JPEGs with embedded metadata, the QC
-contact sheet and report, summary.json; the path is printed at the end.
+Each line is run as declared in rezcty_core/factory/lines.py (the workflow, its inputs by node title or
+class, how its results are collected), with POST /free between the lines. A line whose nodes this build
+does not have is reported as skipped — never faked. Results: prompts.json, qc_report.json, the Metadata
+Writer's files in stock/ with the server's folders kept (passed JPEGs with embedded metadata, their JSON
+sidecars and adobe_stock.csv in stock/, rejected ones in stock/rejected/), the QC contact sheet,
+summary.json (which counts what the results folder really holds); the path is printed at the end.
 
     ./rezcty demo [--out DIR] [--checkpoint FILE.safetensors] [--with-llm-judge] [--keep-base]
                   [--whisperer-llm auto|qwen|smollm2] [--analyst-llm auto|qwen|smollm2]
 
 The embedded LLMs: `auto` (default) runs Qwen2.5-Coder-1.5B-Instruct where the memory plan
-(rezcty_core/llm/embedded_choice.py) fits the server's free RAM/VRAM, else SmolLM2-135M, and says why.
+(rezcty_core/llm/embedded_choice.py) fits the server's free RAM/VRAM and, on a device with a time budget,
+the measured costs (rezcty_core/data/llm_costs.json) keep the demo within it; else SmolLM2-135M, and says why.
 """
 from __future__ import annotations
 
@@ -38,38 +42,17 @@ sys.path.insert(0, str(REPO))
 from comfy_server import ComfyProcess  # noqa: E402
 from demo_samples import write_ideas, write_samples  # noqa: E402
 
-from rezcty_core.factory import validate  # noqa: E402
+from rezcty_core.factory import lines, validate  # noqa: E402
 from rezcty_core.factory.api import ComfyClient  # noqa: E402
-from rezcty_core.factory.batch import (  # noqa: E402
-    Batch,
-    Item,
-    default_bind,
-    items_from_ideas,
-    items_from_images,
-    items_from_prompts,
-    write_prompts_json,
-)
 from rezcty_core.factory.errors import ClientError  # noqa: E402
-from rezcty_core.factory.workflow import load_workflow, set_input  # noqa: E402
 from rezcty_core.llm import embedded_choice  # noqa: E402
 
 DEFAULT_MODELS = REPO / ".comfyui" / "base" / "models"  # the default base of `./rezcty comfy`
-WORKFLOWS = REPO / "workflows" / "api"
-LINE_NODES = {
-    "line1": ["RezctyLLMLoader", "RezctyWhispererExpand"],
-    "line2": ["RezctyDualLoraLoader", "RezctyEmbeddingBridge"],
-    "line3": ["RezctyDINOv2Loader", "RezctyDINOv2Embed", "RezctyQCJudge", "RezctyMetadataWriter"],
-}
 CKPT_EXTS = (".safetensors", ".ckpt")
 LLM_CHOICES = {"qwen": embedded_choice.QWEN, "smollm2": embedded_choice.SMOLLM2}
-# line 2 on the CPU: the detail pass (node 13) and the base size (node 11) made small, so a render takes minutes
+# line 2 on the CPU: the detail pass and the first-pass size made small, so a render takes minutes
 CPU_LINE2 = {"steps": 12, "detail_steps": 4, "base_scale": 0.5}
-DEMO_LIMIT_S = 300  # issue 21: the demo stays within 5 minutes on 2 CPU cores, set-up excluded
-# the whole demo (summary "seconds", set-up excluded) on 2 quiet cores, load 1.0 before: docs/whisperer.md
-LINE1_MEASURED_S = {"smollm2": 83.7, "qwen": 185.1}
-# line 3 with the LLM judge, seconds per image (judge + Metadata Writer), 2 quiet cores; "qwen_at_least": True when
-# the run was stopped before the image finished (the figure is then a lower bound)
-ANALYST_MEASURED_S = {"smollm2": 50.8, "qwen": 118.0, "qwen_at_least": False}  # 1 image, model load included
+STOCK = "stock"  # the results sub-folder mirroring the Metadata Writer's files (its output/ tree)
 
 
 def say(msg: str) -> None:
@@ -108,7 +91,7 @@ def link_user_models(base: Path, checkpoint: Path | None, models: Path) -> None:
 
 
 def missing_nodes(info: dict, line: str) -> list[str]:
-    return [n for n in LINE_NODES[line] if n not in info]
+    return [n for n in lines.get(line).nodes if n not in info]
 
 
 def combo_options(info: dict, cls: str, name: str) -> list:
@@ -119,52 +102,32 @@ def combo_options(info: dict, cls: str, name: str) -> list:
 # ---------------------------------------------------------------------------------------------
 # the lines
 
-def choose_llm(wanted: str, stats: dict | None, purpose: str) -> embedded_choice.Choice:
-    """`qwen` / `smollm2` as asked; `auto`: the memory plan against the server's free memory (/system_stats)."""
+def choose_llm(wanted: str, stats: dict | None, purpose: str, task: str | None = None, items: int = 0,
+               flag: str = "--whisperer-llm") -> embedded_choice.Choice:
+    """`qwen` / `smollm2` as asked; `auto`: the memory plan against the server's free memory (/system_stats), then,
+    for a `task` of the cost table (rezcty_core/data/llm_costs.json), the demo's time budget on that device."""
     if wanted != "auto":
         return embedded_choice.Choice(LLM_CHOICES[wanted], f"{purpose}: {LLM_CHOICES[wanted]} (asked for)")
     try:
         device, free = embedded_choice.free_memory(stats or {})
     except ValueError as e:
         return embedded_choice.Choice(embedded_choice.SMOLLM2, f"{purpose}: SmolLM2-135M, free memory unknown ({e})")
-    return embedded_choice.choose_embedded_llm(free, device, purpose=purpose)
+    choice = embedded_choice.choose_embedded_llm(free, device, purpose=purpose)
+    return embedded_choice.within_budget(choice, task, device, items, flag=flag) if task else choice
 
 
-def choose_line1_llm(wanted: str, stats: dict | None) -> embedded_choice.Choice:
-    """Line 1's model: as `choose_llm`, and on the CPU `auto` keeps Qwen only while the demo measured with it
-    stays within DEMO_LIMIT_S on 2 cores (LINE1_MEASURED_S, from `./rezcty demo --whisperer-llm ...`)."""
-    choice = choose_llm(wanted, stats, "line 1 (Whisperer)")
-    if wanted != "auto" or not choice.is_qwen:
-        return choice
-    device = embedded_choice.free_memory(stats or {})[0]
-    qwen_s = LINE1_MEASURED_S["qwen"]
-    if device == "cpu" and qwen_s > DEMO_LIMIT_S:
-        return embedded_choice.Choice(
-            embedded_choice.SMOLLM2, f"line 1 (Whisperer): SmolLM2-135M, the demo with Qwen took {qwen_s:.0f} s on "
-            f"2 CPU cores (> {DEMO_LIMIT_S} s; SmolLM2 {LINE1_MEASURED_S['smollm2']:.0f} s); --whisperer-llm qwen "
-            "runs it anyway", choice.planned_gib, choice.free_gib)
-    if device == "cpu":
-        return embedded_choice.Choice(choice.name, f"{choice.reason}; the demo with it took {qwen_s:.0f} s on 2 CPU "
-                                      f"cores (SmolLM2 {LINE1_MEASURED_S['smollm2']:.0f} s)",
-                                      choice.planned_gib, choice.free_gib)
-    return choice
+def choose_line1_llm(wanted: str, stats: dict | None, ideas: int = 3) -> embedded_choice.Choice:
+    """Line 1's model: memory first, then on a device with a time budget the measured Whisperer cost."""
+    return choose_llm(wanted, stats, "line 1 (Whisperer)", "whisperer", ideas)
 
 
 def choose_analyst_llm(wanted: str, stats: dict | None, images: int) -> embedded_choice.Choice:
-    """Line 3's analyst: as `choose_llm`, and on the CPU `auto` keeps Qwen only while its measured seconds per
-    image (ANALYST_MEASURED_S) times the images stays within DEMO_LIMIT_S; on a GPU the memory plan decides."""
-    choice = choose_llm(wanted, stats, "analyst")
-    if wanted != "auto" or not choice.is_qwen or embedded_choice.free_memory(stats or {})[0] != "cpu":
-        return choice
-    per, smol = ANALYST_MEASURED_S["qwen"], ANALYST_MEASURED_S["smollm2"]
-    per_text = f"{'over ' if ANALYST_MEASURED_S['qwen_at_least'] else ''}{per:.0f} s"
-    if per * images > DEMO_LIMIT_S:
-        return embedded_choice.Choice(
-            embedded_choice.SMOLLM2, f"analyst: SmolLM2-135M, Qwen's judge + writer took {per_text} an image on 2 CPU "
-            f"cores (about {per * images / 60:.0f} min for {images} images; SmolLM2 {smol:.0f} s an image); "
-            "--analyst-llm qwen runs it anyway (memory allows it: " + choice.reason.split(", ", 1)[1] + ")",
-            choice.planned_gib, choice.free_gib)
-    return choice
+    """Line 3's analyst: memory first, then on a device with a time budget the measured judge + writer cost."""
+    return choose_llm(wanted, stats, "analyst", "analyst", images, flag="--analyst-llm")
+
+
+def read_ideas(path: Path) -> list[str]:
+    return [i.strip() for i in path.read_text(encoding="utf-8").splitlines() if i.strip() and not i.startswith("#")]
 
 
 def server_stats(client: ComfyClient) -> dict | None:
@@ -177,103 +140,70 @@ def server_stats(client: ComfyClient) -> dict | None:
 def run_line1(client: ComfyClient, ideas: Path, out: Path, servers: list[str], llm: str) -> dict:
     """All the ideas in one queued prompt: the Whisperer generates them as one batch (issue 21), which on a
     memory-bound CPU costs about what one idea alone does."""
-    graph = load_workflow(WORKFLOWS / "line1_prompts.json")
-    set_input(graph, "1.base_model", llm)
-    set_input(graph, "2.max_new_tokens", 64)  # a CLIP-sized prompt (77 tokens) needs no more; CPU time matters
-    bind = default_bind(graph, "ideas")
-    singles = items_from_ideas(ideas, bind)
-    texts = [it.values[bind] for it in singles]
-    items = [Item(singles[0].key, f"{len(texts)} ideas", {bind: "\n".join(texts)}, prompt=None,
-                  source={"idea": texts[0]})] if texts else []
-    batch = Batch(graph, items, servers, out / "line1", progress=True)
-    report = batch.run()
-    rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
-    prompts = write_prompts_json(rows, "3", out / "prompts.json")
-    if len(prompts) == len(texts):  # one prompt per idea, in order: name each prompt's idea and model
-        for entry, idea in zip(prompts, texts):
-            entry["idea"] = idea
-    for entry in prompts:
-        entry["whisperer_llm"] = llm
-    (out / "prompts.json").write_text(json.dumps(prompts, indent=1, ensure_ascii=False), encoding="utf-8")
-    for err in report.failed.values():
+    line = lines.LINE1
+    graph = line.bind(line.load(), {"llm": llm, "max_new_tokens": 64})  # a CLIP-sized prompt (77 tokens) needs no more
+    done = lines.run(line, graph, ideas, servers, out / "line1", together=True)
+    shutil.copy2(done.path, out / "prompts.json")
+    for err in done.report.failed.values():
         say(f"  line 1 item failed: {err.splitlines()[0]}")
-    return {"ideas": len(texts), "prompts": len(prompts), "failed": len(report.failed), "model": llm}
+    texts = sum(len(it.source.get("ideas") or [it.source.get("idea")]) for it in done.batch.items)
+    return {"ideas": texts, "prompts": len(done.result), "failed": len(done.report.failed), "model": llm}
 
 
-def line2_graph(checkpoint: str, steps: int, detail_steps: int, base_scale: float) -> dict:
-    """The shipped line-2 workflow with the demo's sizes: first-pass steps (6), the detail pass's steps (13),
-    the base size's scale (11: smaller first pass and detail pass; the stock target is unchanged)."""
-    graph = load_workflow(WORKFLOWS / "line2_generation.json")
-    set_input(graph, "1.ckpt_name", checkpoint)
-    set_input(graph, "6.steps", steps)
-    set_input(graph, "13.steps", detail_steps)
-    set_input(graph, "11.base_scale", base_scale)
-    return graph
+def line2_graph(checkpoint: str, steps: int, detail_steps: int, base_scale: float, settings: dict | None = None) -> dict:
+    """The shipped line-2 workflow with the demo's sizes: first-pass steps, the detail pass's steps and the base
+    size's scale (a smaller first pass and detail pass; the stock target is unchanged), plus any other line-2
+    `settings` (factory/lines.py)."""
+    line = lines.LINE2
+    return line.bind(line.load(), {"checkpoint": checkpoint, "steps": steps, "detail_steps": detail_steps,
+                                   "base_scale": base_scale, **(settings or {})})
 
 
 def run_line2(client: ComfyClient, checkpoint: str, out: Path, servers: list[str], count: int, steps: int,
-              models: Path, detail_steps: int = 15, base_scale: float = 1.0) -> dict:
-    graph = line2_graph(checkpoint, steps, detail_steps, base_scale)
+              models: Path, detail_steps: int = 15, base_scale: float = 1.0, settings: dict | None = None) -> dict:
+    line = lines.LINE2
+    graph = line2_graph(checkpoint, steps, detail_steps, base_scale, settings)
     info = client.object_info()
     embeddings = [e for e in combo_options(info, "RezctyEmbeddingBridge", "embedding") if e]
-    current = graph["3"]["inputs"]["embedding"]
-    if current not in embeddings:
+    if line.value(graph, "embedding") not in embeddings:
         fallback = next((e for e in embeddings if "genius" in str(e).lower()), None) or (
             "none" if "none" in embeddings else None)
         if fallback is None:
             say("  line 2 skipped: the Embedding Bridge needs a textual-inversion embedding (rezcty_genius) in "
                 f"{models / 'embeddings'}/")
             return {"skipped": "no embedding"}
-        set_input(graph, "3.embedding", fallback)
+        line.bind(graph, {"embedding": fallback})
     prompts = json.loads((out / "prompts.json").read_text(encoding="utf-8"))[:count]
     if not prompts:
         return {"skipped": "line 1 produced no prompt"}
     (out / "line2").mkdir(parents=True, exist_ok=True)
     subset = out / "line2" / "prompts_subset.json"
     subset.write_text(json.dumps(prompts, indent=1, ensure_ascii=False), encoding="utf-8")
-    items = items_from_prompts(subset, default_bind(graph, "prompts"), {}, graph, log=lambda m: None)
-    report = Batch(graph, items, servers, out / "line2").run()
-    for err in report.failed.values():
+    done = lines.run(line, graph, subset, servers, out / "line2", log=lambda m: None)
+    for err in done.report.failed.values():
         say(f"  line 2 item failed: {err.splitlines()[0]}")
-    return {"images": len(report.done), "failed": len(report.failed), "steps": steps, "detail_steps": detail_steps,
-            "base_scale": base_scale}
+    return {"images": len(done.report.done), "failed": len(done.report.failed), "steps": steps,
+            "detail_steps": detail_steps, "base_scale": base_scale}
 
 
 def run_line3(client: ComfyClient, images: Path, out: Path, servers: list[str], with_llm: bool,
               llm: str | None = None) -> dict:
-    name = "line3_qc_metadata.json" if with_llm else "line3_qc_metadata_fast.json"
-    graph = load_workflow(WORKFLOWS / name)
-    if with_llm and llm:
-        set_input(graph, "4.base_model", llm)
-    set_input(graph, "6.filename_prefix", "demo")
-    items = items_from_images(images, default_bind(graph, "images"), default_bind(graph, "image_text"))
-    batch = Batch(graph, items, servers, out / "line3", progress=True)
-    report = batch.run()
-    rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
-    verdicts, sheet_entries, sheet_images = [], [], []
-    for row in rows:
-        report_text = (row.get("texts") or {}).get("7", [])
-        entries = []
-        for text in report_text:
-            try:
-                parsed = json.loads(text)
-            except (json.JSONDecodeError, TypeError):
-                continue
-            entries.extend(parsed if isinstance(parsed, list) else parsed.get("entries", [parsed]))
-        for entry in entries:
-            verdicts.append({"image": row["label"], "verdict": entry.get("verdict"), "score": entry.get("score"),
-                             "reasons": entry.get("reasons", [])})
-            sheet_entries.append({**entry, "index": len(sheet_entries) + 1})
-            sheet_images.append(_thumbnail_source(Path(row["image"])))
-        if row.get("status") == "failed":
-            verdicts.append({"image": row["label"], "verdict": "error", "reasons": [row.get("error", "")[:200]]})
-    (out / "qc_report.json").write_text(json.dumps(verdicts, indent=1, ensure_ascii=False), encoding="utf-8")
+    line = lines.LINE3
+    graph = line.load("llm" if with_llm else "fast")
+    line.bind(graph, {"filename_prefix": "demo", **({"llm": llm} if with_llm and llm else {})})
+    done = lines.run(line, graph, images, servers, out / "line3")
+    shutil.copy2(done.path, out / "qc_report.json")
+    sheet_entries, sheet_images = [], []
+    for row, entry in lines.qc_entries(graph, done.rows):
+        sheet_entries.append({**entry, "index": len(sheet_entries) + 1})
+        sheet_images.append(_thumbnail_source(Path(row["image"])))
     if sheet_entries:  # one sheet for the whole batch (the node writes one per execution)
         from rezcty_core.qc.contact_sheet import write_contact_sheet
 
         write_contact_sheet(sheet_entries, sheet_images, out / "qc", "contact_sheet",
-                            title="rezcty demo QC: " + ", ".join(f"#{i + 1} {v['image']}" for i, v in enumerate(verdicts)))
-    result = {"images": len(items), "failed": len(report.failed), "verdicts": verdicts}
+                            title="rezcty demo QC: " + ", ".join(f"#{i + 1} {v['image']}"
+                                                                 for i, v in enumerate(done.result)))
+    result = {"images": len(done.batch.items), "failed": len(done.report.failed), "verdicts": done.result}
     return {**result, "model": llm} if with_llm else result
 
 
@@ -291,32 +221,59 @@ def _thumbnail_source(path: Path):
 # results
 
 def collect_server_files(base: Path, out: Path) -> dict:
-    """The CSV, the JPEGs and the contact sheet(s) the nodes wrote into the server's output/."""
+    """The Metadata Writer's files (JPEGs, their JSON sidecars, the CSVs) copied from the server's output/ into
+    OUT/stock/ with their folders kept (passed in stock/, rejected in stock/rejected/: the writer numbers files per
+    folder, so a flat copy would let a rejected image overwrite a passed one of the same name); then what is
+    really in the results folder is counted."""
     output = base / "output"
-    found = {"csv": [], "jpegs": [], "contact_sheets": []}
-    for csv in sorted(output.rglob("*.csv")):
-        dest = out / csv.name
-        shutil.copy2(csv, dest)
-        found["csv"].append(dest.name)
-    jpeg_dir = out / "jpegs"
-    for jpg in sorted(list(output.rglob("*.jpg")) + list(output.rglob("*.jpeg"))):
-        if "contact" in jpg.name.lower():
+    dest_root = out / STOCK
+    for path in sorted(output.rglob("*")):
+        rel = path.relative_to(output)
+        if not path.is_file() or rel.parts[0] in SERVER_ONLY:
             continue
-        jpeg_dir.mkdir(exist_ok=True)
-        shutil.copy2(jpg, jpeg_dir / jpg.name)
-        for side in (jpg.with_suffix(".json"), jpg.with_suffix(jpg.suffix + ".json")):
-            if side.exists():
-                shutil.copy2(side, jpeg_dir / side.name)
-        found["jpegs"].append(jpg.name)
-    found["contact_sheets"] = sorted(f"qc/{p.name}" for p in (out / "qc").glob("contact_sheet.*"))
+        wanted = path.suffix.lower() in (".jpg", ".jpeg", ".csv") or (
+            path.suffix.lower() == ".json" and any(path.with_suffix(e).exists() for e in (".jpg", ".jpeg")))
+        if wanted:
+            dest = dest_root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+    return count_results(out)
+
+
+SERVER_ONLY = ("rezcty_qc", "upscale")  # the QC Judge's memory and per-run sheets; the upscale step's own copy
+
+
+def count_results(out: Path) -> dict:
+    """What the results folder really holds: the CSVs (their rows, and how many of them name a passed JPEG
+    beside the CSV), the passed and rejected JPEGs, sidecars and the contact sheet(s), as paths inside `out`."""
+    root = out / STOCK
+    jpegs = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg")) if root.is_dir() else []
+    rejected = [p for p in jpegs if "rejected" in p.relative_to(root).parts[:-1]]
+    passed = [p for p in jpegs if p not in rejected]
+    csvs = sorted(root.rglob("*.csv")) if root.is_dir() else []
+    found = {
+        "folder": STOCK,
+        "csv": [p.relative_to(out).as_posix() for p in csvs],
+        "csv_rows": {},
+        "passed": [p.relative_to(out).as_posix() for p in passed],
+        "rejected": [p.relative_to(out).as_posix() for p in rejected],
+        "sidecars": sum(1 for p in jpegs if p.with_suffix(".json").is_file()),
+        "contact_sheets": sorted(p.relative_to(out).as_posix() for p in (out / "qc").glob("contact_sheet.*")),
+    }
+    for csv_path in csvs:
+        names = csv_filenames(csv_path)
+        found["csv_rows"][csv_path.relative_to(out).as_posix()] = {
+            "rows": len(names), "files_here": sum(1 for n in names if (csv_path.parent / n).is_file())}
     return found
 
 
-def csv_rows(path: Path) -> int:
+def csv_filenames(path: Path) -> list[str]:
+    """The first column of every data row (the file each row describes)."""
     import csv
 
-    with open(path, encoding="utf-8", newline="") as f:
-        return max(0, sum(1 for _ in csv.reader(f)) - 1)
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f))
+    return [r[0] for r in rows[1:] if r]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["lines"]["line1"] = {"skipped": f"missing nodes {gone}"}
             exit_code = 1
         else:
-            choice = choose_line1_llm(args.whisperer_llm, stats)
+            choice = choose_line1_llm(args.whisperer_llm, stats, len(read_ideas(ideas)))
             say(f"line 1: {ideas.name} -> Whisperer Expand ({choice.name})")
             say(f"  model: {choice.reason}")
             summary["lines"]["line1"] = {**run_line1(client, ideas, out, servers, choice.name),
@@ -521,10 +478,11 @@ def print_summary(summary: dict, out: Path) -> None:
         if l3.get("model"):
             print(f"  line 3 analyst : {l3['model']} ({l3.get('model_reason', '')})")
     files = summary.get("files", {})
-    for csv in files.get("csv", []):
-        print(f"  Adobe CSV      : {csv} ({csv_rows(out / csv)} rows)")
-    if files.get("jpegs"):
-        print(f"  JPEGs          : {len(files['jpegs'])} in jpegs/ (XMP/IPTC embedded)")
+    for csv_name, count in files.get("csv_rows", {}).items():
+        print(f"  CSV            : {csv_name} ({count['rows']} rows, {count['files_here']} of their files beside it)")
+    if files.get("passed") or files.get("rejected"):
+        print(f"  JPEGs          : {len(files['passed'])} passed in {STOCK}/, {len(files['rejected'])} rejected in "
+              f"{STOCK}/rejected/ (XMP/IPTC embedded, a .json sidecar each)")
     for sheet in files.get("contact_sheets", []):
         print(f"  contact sheet  : {sheet}")
     if summary.get("error"):

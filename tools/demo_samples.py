@@ -7,6 +7,7 @@ line has something to catch. Each image gets NAME.txt with the prompt it "was ma
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -61,29 +62,51 @@ def landscape(seed: int, size: int = 2048) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_samples(folder: Path) -> list[Path]:
-    """Write the sample images (+ NAME.txt prompts) and return their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    made: list[tuple[str, Image.Image, str]] = []
-    clean = [Image.fromarray(landscape(s)) for s in range(3)]
-    for i, im in enumerate(clean):
-        made.append((f"clean_{i + 1}.png", im, PROMPTS[i]))
-    # each defect on a landscape of its own, so the only duplicate is the one meant as such
-    others = {s: landscape(s) for s in (3, 4, 5, 6)}
-    made.append(("defect_blurry.png", Image.fromarray(others[3]).filter(ImageFilter.GaussianBlur(8)), PROMPTS[0]))
+@functools.lru_cache(maxsize=2)
+def _land(seed: int) -> np.ndarray:
+    """landscape(seed), painted once per write_samples (clean_1 and its duplicate), read-only."""
+    arr = landscape(seed)
+    arr.flags.writeable = False
+    return arr
+
+
+def _noisy(seed: int) -> Image.Image:
     rng = np.random.default_rng(7)
-    noisy = others[4].astype(np.float32) + rng.normal(0, 28, others[4].shape)
-    made.append(("defect_noisy.png", Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), PROMPTS[1]))
-    made.append(("defect_small.png", Image.fromarray(others[5]).resize((640, 640), Image.LANCZOS), PROMPTS[2]))
-    bright = others[6].astype(np.float32) * 1.9 + 60
-    made.append(("defect_overexposed.png", Image.fromarray(np.clip(bright, 0, 255).astype(np.uint8)), PROMPTS[0]))
-    made.append(("duplicate_of_clean_1.png", clean[0].copy(), PROMPTS[0]))
+    base = landscape(seed)
+    noisy = base.astype(np.float32) + rng.normal(0, 28, base.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def _bright(seed: int) -> Image.Image:
+    bright = landscape(seed).astype(np.float32) * 1.9 + 60
+    return Image.fromarray(np.clip(bright, 0, 255).astype(np.uint8))
+
+
+# name -> (how it is painted, its prompt); each defect on a landscape of its own, so the only duplicate is the one
+# meant as such
+SAMPLES = {
+    "clean_1.png": (lambda: Image.fromarray(_land(0)), PROMPTS[0]),
+    "clean_2.png": (lambda: Image.fromarray(landscape(1)), PROMPTS[1]),
+    "clean_3.png": (lambda: Image.fromarray(landscape(2)), PROMPTS[2]),
+    "defect_blurry.png": (lambda: Image.fromarray(landscape(3)).filter(ImageFilter.GaussianBlur(8)), PROMPTS[0]),
+    "defect_noisy.png": (lambda: _noisy(4), PROMPTS[1]),
+    "defect_small.png": (lambda: Image.fromarray(landscape(5)).resize((640, 640), Image.LANCZOS), PROMPTS[2]),
+    "defect_overexposed.png": (lambda: _bright(6), PROMPTS[0]),
+    "duplicate_of_clean_1.png": (lambda: Image.fromarray(_land(0)), PROMPTS[0]),
+}
+
+
+def write_samples(folder: Path, only: list[str] | None = None) -> list[Path]:
+    """Write the sample images (+ NAME.txt prompts), all or the `only` names, and return their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, im, prompt in made:
+    for name in only or list(SAMPLES):
+        paint, prompt = SAMPLES[name]
         path = folder / name
-        im.save(path, compress_level=1)
+        paint().save(path, compress_level=1)
         path.with_suffix(".txt").write_text(prompt + "\n", encoding="utf-8")
         paths.append(path)
+    _land.cache_clear()
     return paths
 
 

@@ -254,10 +254,17 @@ def cmd_setup(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def pytest_args(extra: list[str]) -> list[str]:
+    """The user's pytest arguments, plus `tests` when none of them names a path (`./rezcty test -x -q`): run from the
+    repo root, pytest would otherwise collect the root's `__init__.py`, the pack itself, which needs ComfyUI."""
+    named = any(not a.startswith("-") and (REPO / a.split("::", 1)[0]).exists() for a in extra)
+    return [*extra] if named else [*extra, "tests"]
+
+
 def cmd_test(args: argparse.Namespace, extra: list[str]) -> int:
     ensure_setup()
     # rooted at tests/: the repo root is the pack's package (its __init__.py needs ComfyUI)
-    cmd = [str(venv_python()), "-m", "pytest", "-c", "tests/pytest.ini", "--rootdir", "tests", *(extra or ["tests"])]
+    cmd = [str(venv_python()), "-m", "pytest", "-c", "tests/pytest.ini", "--rootdir", "tests", *pytest_args(extra)]
     log("$ " + " ".join(cmd))
     code = subprocess.run(cmd, cwd=REPO, env=runtime_env()).returncode
     if code == 5:

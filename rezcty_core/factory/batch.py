@@ -235,9 +235,12 @@ def write_prompts_json(results: list[dict], collect: str | None, path: Path, def
         chosen = texts.get(collect) if collect else None
         if chosen is None and texts:
             chosen = texts[sorted(texts, key=_node_sort_key)[-1]]
-        for text in chosen or []:
-            rows.append(blueprint.make_entry(r.get("idea", r.get("label")), text, defaults or {}, variations,
-                                             base_seed, preset))
+        chosen = chosen or []
+        # ideas sent together as one item (one prompt each, in order): each prompt names its own idea
+        ideas = r.get("ideas") if isinstance(r.get("ideas"), list) and len(r["ideas"]) == len(chosen) else None
+        for n, text in enumerate(chosen):
+            idea = ideas[n] if ideas else r.get("idea", r.get("label"))
+            rows.append(blueprint.make_entry(idea, text, defaults or {}, variations, base_seed, preset))
     path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
     return rows
 

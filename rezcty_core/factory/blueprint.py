@@ -38,19 +38,36 @@ def _ids(graph: dict, class_type: str) -> list[str]:
     return sorted(ids, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k)))
 
 
+def _upstream(graph: dict, node_id: str) -> set[str]:
+    """Every node that feeds `node_id`, through any chain of links."""
+    seen: set[str] = set()
+    todo = [node_id]
+    while todo:
+        node = graph.get(str(todo.pop()), {})
+        for value in (node.get("inputs") or {}).values() if isinstance(node, dict) else ():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) in graph and str(value[0]) not in seen:
+                seen.add(str(value[0]))
+                todo.append(str(value[0]))
+    return seen
+
+
 def _first_sampler(graph: dict) -> str | None:
-    """The first-pass sampler: the sampler with the lowest node id (the shipped workflows' "KSampler")."""
+    """The first-pass sampler: the one no other sampler feeds (the detail pass samples the first pass's latent),
+    found from the links, so a workflow renumbered by a re-save keeps its meaning."""
     ids = [k for cls in SAMPLERS for k in _ids(graph, cls)]
-    return ids[0] if ids else None
+    first = [k for k in ids if not (_upstream(graph, k) & (set(ids) - {k}))]
+    return (first or ids)[0] if ids else None
 
 
 def targets(graph: dict) -> dict[str, list[str]]:
     """Blueprint field (or sub-field) -> the NODE.INPUT targets in this graph ([] where the graph has none)."""
     t: dict[str, list[str]] = {f: [] for f in FIELDS}
+    first = _first_sampler(graph)
     for cls, name in SAMPLERS.items():
         t["seeds"] += [f"{k}.{name}" for k in _ids(graph, cls)]
+    # the first pass's seed first: it is the one a resolved blueprint records
+    t["seeds"].sort(key=lambda target: target.rpartition(".")[0] != first)
     t["preset"] = [f"{k}.preset" for k in _ids(graph, "RezctyStockSize")]
-    first = _first_sampler(graph)
     if first is not None:
         neg = graph[first].get("inputs", {}).get("negative")
         if isinstance(neg, list) and graph.get(str(neg[0]), {}).get("class_type") == "CLIPTextEncode" \

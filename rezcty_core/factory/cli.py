@@ -1,10 +1,14 @@
 """The command line of the headless client (`python -m rezcty_core.client ...`): drive a ComfyUI server headless through its HTTP and websocket API: one run or a resumable batch.
 
     python -m rezcty_core.client run WORKFLOW_API.json --server URL [--set NODE.INPUT=VALUE ...] [--out DIR]
+    python -m rezcty_core.client run line2 --server URL [--variant vae] [--with SETTING=VALUE ...] [--out DIR]
     python -m rezcty_core.client batch WORKFLOW_API.json --server URL [--server URL2 ...] --out DIR
         (--ideas FILE | --prompts FILE.json | --images DIR) [--bind NODE.INPUT] [--set ...]
     python -m rezcty_core.client check WORKFLOW_API.json --server URL [--set ...]
     python -m rezcty_core.client free --server URL
+    python -m rezcty_core.client line (line1|line2|line3) --server URL --out DIR (--ideas F | --prompts F | --images D)
+        [--with SETTING=VALUE ...] [--variant NAME] [--workflow FILE] [--set NODE.INPUT=VALUE ...]
+        (a factory line as declared in rezcty_core/factory/lines.py; `line NAME --list` shows its settings)
     python -m rezcty_core.client export --agency NAME --from OUTPUT_DIR --out FILE [--keywords N]
     python -m rezcty_core.client batch WORKFLOW_API.json --queue URL --out DIR (--ideas … | --prompts … | --images …)
     python -m rezcty_core.client worker --queue URL --server COMFY_URL [--concurrency 1]
@@ -38,7 +42,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rezcty_core.factory import blueprint
+from rezcty_core.factory import blueprint, lines
 from rezcty_core.factory.api import ComfyClient
 from rezcty_core.factory.batch import (
     Batch,
@@ -66,8 +70,21 @@ def _event_printer() -> Callable[[dict], None]:
     return show
 
 
+def load_graph(args: argparse.Namespace) -> dict:
+    """WORKFLOW is a file, or a line's name (line1, line2, line3: its declared workflow, `--variant`, `--with`)."""
+    if args.workflow in lines.LINES and not Path(args.workflow).exists():
+        line = lines.get(args.workflow)
+        graph = line.load(args.variant)
+        line.bind(graph, lines.parse_settings(line, args.with_, graph))
+    else:
+        if args.with_ or args.variant:
+            raise ClientError("--with and --variant need a line name (line1, line2, line3) in place of the workflow file")
+        graph = load_workflow(args.workflow)
+    return apply_sets(graph, args.set)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    graph = apply_sets(load_workflow(args.workflow), args.set)
+    graph = load_graph(args)
     client = ComfyClient(args.server[0])
     result = client.run(graph, out_dir=args.out, timeout=args.timeout, on_event=_event_printer())
     texts = result.texts()
@@ -84,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    graph = apply_sets(load_workflow(args.workflow), args.set)
+    graph = load_graph(args)
     client = ComfyClient(args.server[0])
     uploaded = {v for node in graph.values() for v in node.get("inputs", {}).values()
                 if isinstance(v, str) and Path(os.path.expanduser(v)).is_file()}
@@ -94,7 +111,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    graph = apply_sets(load_workflow(args.workflow), args.set)
+    graph = load_graph(args)
     if bool(args.server) == bool(args.queue):
         raise ClientError("batch: give --server URL (one machine, or a pool) or --queue URL (a task queue), not both")
     sources = [s for s in (args.ideas, args.prompts, args.images) if s]
@@ -134,7 +151,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         rows = json.loads((batch.out_dir / "results.json").read_text(encoding="utf-8"))
         defaults = blueprint.defaults_from_graph(apply_sets(load_workflow(args.line2), args.line2_set)) \
             if args.line2 else {}
-        write_prompts_json(rows, args.collect, batch.out_dir / "prompts.json", defaults, args.variations,
+        # the prompts come from --collect, else from line 1's declared result node where the workflow has it
+        collect = args.collect or _line1_texts(graph)
+        write_prompts_json(rows, collect, batch.out_dir / "prompts.json", defaults, args.variations,
                            args.seed, args.preset)
     elif kind == "prompts":
         write_blueprints(batch, report, batch.out_dir / "blueprints.json")
@@ -148,12 +167,58 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _line1_texts(graph: dict) -> str | None:
+    try:
+        return lines.LINE1.node(graph, lines.LINE1.texts)
+    except ClientError:
+        return None
+
+
 def write_blueprints(batch: Batch, report, path: Path) -> None:
     """Line 2: the blueprint of every rendered image as it ran (a prompts.json that renders them again)."""
-    done = set(report.done)
-    rows = [blueprint.resolved(batch.item_graph(item), item.prompt or "", item.source.get("idea"))
-            for item in batch.items if item.key in done]
-    path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
+    lines.collect_blueprints(batch, report, path)
+
+
+def cmd_line(args: argparse.Namespace) -> int:
+    line = lines.get(args.line)
+    graph = line.load(args.variant, args.workflow)
+    if args.list:
+        print(f"{line.name}: {line.summary}")
+        print(f"  workflow: {line.workflow_path(args.variant) if not args.workflow else args.workflow}")
+        print(f"  items: --{line.source} -> {line.item}; results: {line.results}")
+        for name, spec in line.settings.items():
+            where = ", ".join(line.targets(graph, name)) or "not in this workflow"
+            print(f"  --with {name}=...  {spec.help} [{where}; now {line.value(graph, name)!r}]")
+        return 0
+    given = {"ideas": args.ideas, "prompts": args.prompts, "images": args.images}
+    if [k for k, v in given.items() if v] != [line.source]:
+        raise ClientError(f"line {line.name}: give --{line.source} (and only that): its items are {line.source}")
+    if args.out is None:
+        raise ClientError(f"line {line.name}: give --out DIR (the batch folder)")
+    line.bind(graph, lines.parse_settings(line, args.with_, graph))
+    apply_sets(graph, args.set)
+    line2 = None
+    if args.line2 or args.line2_with:
+        line2 = lines.LINE2.load(path=args.line2)
+        lines.LINE2.bind(line2, lines.parse_settings(lines.LINE2, args.line2_with, line2))
+    if args.preset is not None:
+        try:
+            args.preset = presets.get_preset(args.preset).name
+        except ValueError as e:
+            raise ClientError(f"--preset: {e}") from None
+    done = lines.run(line, graph, given[line.source], args.server, args.out, together=args.together,
+                     timeout=args.timeout, unreachable_timeout=args.server_timeout, retry_failed=args.retry_failed,
+                     progress=not args.quiet, line2=line2, variations=args.variations, base_seed=args.seed,
+                     preset=args.preset)
+    report = done.report
+    print(f"{line.name}: {len(report.done)} done, {len(report.failed)} failed, {len(report.pending)} pending; "
+          f"{len(done.result)} in {done.path}")
+    for key, err in report.failed.items():
+        print(f"  failed {key}: {err.splitlines()[0] if err else ''}")
+    if report.pending:
+        print("  pending items remain (server unreachable?): run the same command again to resume")
+        return 3
+    return 1 if report.failed else 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -196,9 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, workflow: bool = True, server_required: bool = True) -> None:
         if workflow:
-            p.add_argument("workflow", help="API-format workflow JSON (workflows/*.api.json)")
+            p.add_argument("workflow", help="API-format workflow JSON (workflows/api/*.json), or a line's name "
+                                            "(line1, line2, line3: its declared workflow)")
             p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
                            help="change an input; NODE is an id, a title or a class used once")
+            p.add_argument("--with", dest="with_", action="append", default=[], metavar="SETTING=VALUE",
+                           help="with a line's name: one of its named settings (`line NAME --list` shows them)")
+            p.add_argument("--variant", default=None, help="with a line's name: its workflow variant")
         p.add_argument("--server", action="append", required=server_required, metavar="URL",
                        help="ComfyUI server, e.g. http://127.0.0.1:8188 (repeat for a pool in batch mode)")
 
@@ -242,6 +311,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-timeout", type=float, default=60.0,
                    help="seconds a server may stay unreachable before the batch stops (resume later)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("line", help="run a factory line (line1, line2, line3) as declared in factory/lines.py")
+    p.add_argument("line", help="line1 (ideas -> prompts), line2 (prompts -> images), line3 (images -> QC, metadata)")
+    p.add_argument("--server", action="append", default=[], metavar="URL", help="ComfyUI server (repeat for a pool)")
+    p.add_argument("--out", default=None, help="batch folder (manifest.jsonl, results.json, files/, the line's results)")
+    p.add_argument("--list", action="store_true", help="only list the line's settings and where they go")
+    p.add_argument("--ideas", help="line 1: text file, one idea per line")
+    p.add_argument("--prompts", help="line 2: line 1's prompts.json")
+    p.add_argument("--images", help="line 3: folder of images (NAME.txt beside an image holds its prompt)")
+    p.add_argument("--with", dest="with_", action="append", default=[], metavar="SETTING=VALUE",
+                   help="a named setting of the line (see --list), e.g. llm=embedded: SmolLM2-135M-Instruct")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                   help="any other input; NODE is a title or a class used once")
+    p.add_argument("--variant", default=None, help="workflow variant (line2: vae; line3: fast, llm)")
+    p.add_argument("--workflow", default=None, help="an edited copy of the line's API workflow to run instead")
+    p.add_argument("--together", action="store_true",
+                   help="line 1: all ideas in one queued prompt (generated as one batch)")
+    p.add_argument("--variations", type=int, default=1, metavar="N", help="line 1: N recorded seeds per prompt")
+    p.add_argument("--seed", type=int, default=0, help="line 1: base of the recorded seeds")
+    p.add_argument("--preset", default=None, help="line 1: aspect preset recorded for line 2")
+    p.add_argument("--line2", default=None, metavar="WORKFLOW_API.json",
+                   help="line 1: record this line-2 workflow's settings in each prompt (default with --line2-with: "
+                        "the shipped one)")
+    p.add_argument("--line2-with", action="append", default=[], metavar="SETTING=VALUE",
+                   help="line 1: a line-2 setting recorded in each prompt")
+    p.add_argument("--retry-failed", action="store_true", help="run items that failed before once more")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one item")
+    p.add_argument("--server-timeout", type=float, default=60.0,
+                   help="seconds a server may stay unreachable before the batch stops (resume later)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = sub.add_parser("free", help="unload models on the server(s) (between lines)")
     common(p, workflow=False)
     p = sub.add_parser("export", help="rebuild one agency's upload CSV from the written images' sidecars")
@@ -268,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "check": cmd_check, "batch": cmd_batch, "free": cmd_free,
+    handler = {"run": cmd_run, "check": cmd_check, "batch": cmd_batch, "free": cmd_free, "line": cmd_line,
                "export": cmd_export, "worker": cmd_worker}[args.command]
     try:
         return handler(args)

@@ -8,6 +8,10 @@ The decision is the memory plan (`rezcty_core.llm.memory_plan`) of the model's `
 the precision policy picks for the device (fp32 on the CPU, 2 bytes on a GPU), plus a headroom for what
 else the server holds (the DINOv2 eye, images, ComfyUI itself), against the free memory reported by the
 server (`/system_stats`: `ram_free` on the CPU, the first GPU's `vram_free`). No weights are read.
+
+Time is the second rule, for `./rezcty demo`: `within_budget` keeps Qwen only while the demo's estimate from the one
+declared cost table (`rezcty_core/data/llm_costs.json`: measured seconds per task, model and device, each with its
+source) stays within that device's budget; where the table has no budget or figure, memory alone decides.
 """
 from __future__ import annotations
 
@@ -87,3 +91,81 @@ def choose_embedded_llm(free_bytes: int, device_type: str = "cpu", *, purpose: s
                             f"included) and {free_gib} GiB {where} is free", need_gib, free_gib)
     return Choice(SMOLLM2, f"{purpose}: SmolLM2-135M, {QWEN_NAME} plans {need_gib} GiB ({plan_dtype(device_type)}, "
                            f"headroom included) but only {free_gib} GiB {where} is free", need_gib, free_gib)
+
+
+# ---------------------------------------------------------------------------------------------
+# time: the one declared cost table (rezcty_core/data/llm_costs.json)
+
+COSTS_FILE = Path(__file__).resolve().parents[1] / "data" / "llm_costs.json"
+REST = "demo_rest"  # the task row holding what the demo costs besides its LLM lines
+
+
+@dataclass(frozen=True)
+class Cost:
+    task: str
+    model: str  # a RezctyLLMLoader base_model value, or "*"
+    device: str
+    seconds: float
+    items: int
+    source: str
+
+    @property
+    def per_item(self) -> float:
+        return self.seconds / max(1, self.items)
+
+
+@dataclass(frozen=True)
+class CostTable:
+    costs: tuple[Cost, ...]
+    budgets: dict  # device -> (seconds, source)
+    path: Path | None = None
+
+    def find(self, task: str, model: str, device: str) -> Cost | None:
+        return next((c for c in self.costs if c.task == task and c.device == device and c.model in (model, "*")), None)
+
+    def estimate(self, task: str, model: str, device: str, items: int) -> float | None:
+        """Seconds for `items` items of `task` with `model` on `device`; None where nothing was measured."""
+        cost = self.find(task, model, device)
+        return None if cost is None else cost.per_item * items
+
+
+def load_costs(path: str | Path | None = None) -> CostTable:
+    """The cost table; a malformed row is a one-line error naming the file and the row."""
+    path = Path(path) if path is not None else COSTS_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    costs = []
+    for n, row in enumerate(data.get("costs", []), 1):
+        try:
+            costs.append(Cost(str(row["task"]), str(row["model"]), str(row["device"]), float(row["seconds"]),
+                              int(row.get("items", 1)), str(row["source"])))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: costs row {n}: expected task, model, device, seconds, items, source ({e})") from None
+    budgets = {str(b["device"]): (float(b["seconds"]), str(b.get("source", ""))) for b in data.get("budgets", [])}
+    return CostTable(tuple(costs), budgets, path)
+
+
+def within_budget(choice: Choice, task: str, device_type: str, items: int, costs: CostTable | None = None,
+                  flag: str = "--whisperer-llm") -> Choice:
+    """Qwen (chosen by memory) kept only while the demo's estimate on this device stays within its time budget:
+    the task's measured seconds per item x items + the rest of the demo (the cost table). Where the table has no
+    budget or no figure for this device, the memory plan alone decides."""
+    if not choice.is_qwen:
+        return choice
+    costs = costs or load_costs()
+    budget = costs.budgets.get(device_type)
+    qwen = costs.estimate(task, QWEN, device_type, items)
+    if budget is None or qwen is None:
+        return choice
+    rest = costs.estimate(REST, QWEN, device_type, 1) or 0.0
+    smol = costs.estimate(task, SMOLLM2, device_type, items)
+    unit = "ideas" if task == "whisperer" else "images"
+    measured = f"{qwen:.0f} s for {items} {unit} + {rest:.0f} s the rest of the demo on {device_type}"
+    other = f"; SmolLM2 {smol:.0f} s" if smol is not None else ""
+    if qwen + rest > budget[0]:
+        purpose = choice.reason.split(":", 1)[0]
+        return Choice(SMOLLM2, f"{purpose}: SmolLM2-135M, {QWEN_NAME} is estimated at {measured} (> {budget[0]:.0f} s "
+                               f"budget{other}; {costs.path.name if costs.path else 'cost table'}); {flag} qwen runs "
+                               f"it anyway (memory allows it: {choice.reason.split(', ', 1)[-1]})",
+                      choice.planned_gib, choice.free_gib)
+    return Choice(choice.name, f"{choice.reason}; estimated {measured} (within the {budget[0]:.0f} s budget{other})",
+                  choice.planned_gib, choice.free_gib)
