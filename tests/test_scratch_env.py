@@ -26,7 +26,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from PIL import Image
 
-from harness import REPO, ComfyServer, nodes_defined_in_pack
+from harness import CONTRACT_NODES, REPO, ComfyServer
 
 sys.path.insert(0, str(REPO / "tools"))
 import rezcty as setup  # noqa: E402  (the set-up's own constants: ComfyUI's tree, its skipped requirements, torch)
@@ -160,7 +160,7 @@ def test_every_pack_node_loads_in_a_users_environment(scratch):
     server = scratch["server"]
     info = server.object_info()
     pack = sorted(n for n, v in info.items() if "rezcty" in str(v.get("python_module", "")))
-    assert set(nodes_defined_in_pack()) <= set(pack), pack
+    assert set(CONTRACT_NODES) <= set(pack), pack
     assert server.import_failures() == []
     log = server.log_text()  # the models not prepared are named at start-up with the command, never prepared
     assert "embedded models not prepared" in log and "rezcty_core.embedded prepare" in log
