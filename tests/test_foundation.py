@@ -224,3 +224,10 @@ def test_ci_runs_exactly_the_readme_test_command():
              if ln.strip() and not ln.strip().startswith("#")]
     assert lines[-1] == "./rezcty test"
     assert "./rezcty test" in (REPO / "README.md").read_text()
+
+
+def test_no_core_module_outgrows_450_lines():
+    """One concept per module: a core module past 450 lines holds several and is split by concern."""
+    long = [f"{p.relative_to(REPO)}: {n} lines" for p in sorted((REPO / "rezcty_core").rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450]
+    assert long == [], "split by concern:\n" + "\n".join(long)

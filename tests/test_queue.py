@@ -141,9 +141,10 @@ def started(worker: Worker, since: int) -> list[str]:
 
 def test_queue_settings_json_late_ack_one_at_a_time_and_the_recovery_bound():
     from rezcty_core.factory.queue import display_url, make_app, recovery_bound, redact
+    from rezcty_core.factory.queue_worker import run_item
 
     url = f"redis://:{PASSWORD}@127.0.0.1:6399/0"
-    app = make_app(url, item_timeout=60)
+    app = make_app(url, item_timeout=60, task=run_item)
     conf = app.conf
     assert conf.task_serializer == conf.result_serializer == "json"
     assert list(conf.accept_content) == ["json"] and list(conf.result_accept_content) == ["json"]

@@ -229,8 +229,8 @@ def collect_server_files(base: Path, out: Path) -> dict:
     dest_root = out / STOCK
     for path in sorted(output.rglob("*")):
         rel = path.relative_to(output)
-        if not path.is_file() or rel.parts[0] in SERVER_ONLY:
-            continue
+        if not path.is_file() or rel.parts[0] in SERVER_ONLY or any(part.startswith(".") for part in rel.parts):
+            continue  # the QC memory, the upscale copies, the writer's name claims and locks
         wanted = path.suffix.lower() in (".jpg", ".jpeg", ".csv") or (
             path.suffix.lower() == ".json" and any(path.with_suffix(e).exists() for e in (".jpg", ".jpeg")))
         if wanted:

@@ -78,7 +78,8 @@ SCHEMAS: dict[str, Schema] = {
     "RezctyQCJudge": _s("images:IMAGE, profile:COMBO, llm:REZCTY_LLM?, image_embedding:REZCTY_EMBEDDING?",
                         "passed:IMAGE, rejected:IMAGE, report:STRING"),
     "RezctyMetadataWriter": _s("images:IMAGE, prompt:STRING, filename_prefix:STRING, csv_name:STRING, category:COMBO, "
-                               "llm:REZCTY_LLM?, image_embedding:REZCTY_EMBEDDING?, qc_report:STRING!?", "metadata_json:STRING"),
+                               "llm:REZCTY_LLM?, image_embedding:REZCTY_EMBEDDING?, qc_report:STRING!?, agencies:STRING?",
+                               "metadata_json:STRING"),
     "RezctyDualLoraLoader": _s("model:MODEL, clip:CLIP, style_lora:COMBO, style_strength_model:FLOAT, "
                                "style_strength_clip:FLOAT, structure_lora:COMBO, structure_strength_model:FLOAT, "
                                "structure_strength_clip:FLOAT", "MODEL:MODEL, CLIP:CLIP, trigger_words:STRING"),
@@ -279,7 +280,7 @@ def line3(with_llm: bool = True) -> Workflow:
              {"images": (1, 0), "image_embedding": (3, 0), **llm_links}),
         Node(6, "RezctyMetadataWriter", (1200, 20), "Metadata Writer", {
             "prompt": "sunrise over mountain with layered ridges and low clouds", "filename_prefix": "rezcty",
-            "csv_name": "adobe_stock.csv", "category": "auto"},
+            "csv_name": "adobe_stock.csv", "category": "auto", "agencies": "adobe_stock"},
             {"images": (1, 0), "image_embedding": (3, 0), "qc_report": (5, 2), **llm_links}),
         Node(7, "PreviewAny", (800, 420), "QC report", links={"source": (5, 2)}),
     ]
@@ -316,7 +317,7 @@ def all_in_one() -> Workflow:
         Node(13, "RezctyQCJudge", (1700, 400), "QC Judge (Adobe Stock)", {"profile": "adobe_stock"},
              {"images": (10, 0), "llm": (1, 0), "image_embedding": (12, 0)}),
         Node(14, "RezctyMetadataWriter", (2100, 20), "Metadata Writer", {
-            "prompt": "", "filename_prefix": "rezcty", "csv_name": "adobe_stock.csv", "category": "auto"},
+            "prompt": "", "filename_prefix": "rezcty", "csv_name": "adobe_stock.csv", "category": "auto", "agencies": "adobe_stock"},
             {"images": (10, 0), "prompt": (2, 0), "llm": (1, 0), "image_embedding": (12, 0), "qc_report": (13, 2)}),
         Node(15, "PreviewAny", (2100, 360), "QC report", links={"source": (13, 2)}),
     ])

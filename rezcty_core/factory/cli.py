@@ -222,7 +222,7 @@ def cmd_line(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from rezcty_core.factory.queue import run_worker
+    from rezcty_core.factory.queue_worker import run_worker
 
     return run_worker(args.queue, args.server[0], concurrency=args.concurrency, timeout=args.timeout,
                       store=args.store, server_timeout=args.server_timeout, name=args.name)

@@ -217,6 +217,7 @@ LINE3 = Line(
         "filename_prefix": Setting(("RezctyMetadataWriter.filename_prefix",), "sub-folder/stem inside output/"),
         "csv_name": Setting(("RezctyMetadataWriter.csv_name",), "the Adobe CSV inside output/"),
         "category": Setting(("RezctyMetadataWriter.category",), "auto or an Adobe category"),
+        "agencies": Setting(("RezctyMetadataWriter.agencies",), "agencies (comma list): one CSV each beside the Adobe CSV"),
         "llm": Setting(("RezctyLLMLoader.base_model",), "the analyst LLM (the llm variant)", optional=True),
         "adapter": Setting(("RezctyLLMLoader.adapter",), "a trained judge adapter (the llm variant)", optional=True),
         "quantization": Setting(("RezctyLLMLoader.quantization",), "none, 8bit, 4bit-nf4 (the llm variant)",
@@ -225,7 +226,8 @@ LINE3 = Line(
     nodes=("RezctyDINOv2Loader", "RezctyDINOv2Embed", "RezctyQCJudge", "RezctyMetadataWriter"),
     results="qc_report.json", texts="QC report",
     server_files=("<prefix> JPEGs (XMP/IPTC) + NAME.json sidecars; rejected ones in rejected/",
-                  "the Adobe CSV (csv_name) naming the passed ones", "rezcty_qc/: duplicate memory, contact sheets"))
+                  "the Adobe CSV (csv_name) and one <agency>.csv per agency naming the passed ones",
+                  "rezcty_qc/: duplicate memory, contact sheets"))
 
 LINES = {line.name: line for line in (LINE1, LINE2, LINE3)}
 

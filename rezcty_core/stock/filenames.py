@@ -53,6 +53,7 @@ def inside(root: Path, path: Path) -> Path:
 
 
 CLAIMS_DIR = ".rezcty_names"  # under the output folder: one empty file per name ever given, created O_EXCL
+CLAIM_SUFFIX = ".claim"  # `name.jpg.claim`: a glob for *.jpg never mistakes a claim for an image
 
 
 def _short(stem: str, digits: str, ext: str) -> str:
@@ -87,7 +88,7 @@ def reserve_filename(folder: Path, stem: str, ext: str = ".jpg", claims: Path | 
     shorts = {_short(stem, "0" * width, ext) for width in (4, 5, 6)}
     used = [n for short in shorts for d in (folder, *also) for n in _numbers(d, short, ext)]
     if claims is not None:
-        used += [n for short in shorts for n in _numbers(claims / short, short, ext)]
+        used += [n for short in shorts for n in _numbers(claims / short, short, ext + CLAIM_SUFFIX)]
     counter = 1 + max(used, default=0)
     while True:
         digits = f"{counter:04d}"
@@ -96,7 +97,7 @@ def reserve_filename(folder: Path, stem: str, ext: str = ".jpg", claims: Path | 
         if claims is not None:
             (claims / short).mkdir(parents=True, exist_ok=True)
             try:
-                os.close(os.open(claims / short / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                os.close(os.open(claims / short / (name + CLAIM_SUFFIX), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
             except FileExistsError:  # another writer (this process, another prompt, another server) has it
                 counter += 1
                 continue
