@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import harness  # noqa: E402
-from harness import ComfyServer, link_model, missing_contract_nodes, tiny_sd15_checkpoint  # noqa: E402
+from harness import REPO, ComfyServer, link_model, missing_contract_nodes, tiny_sd15_checkpoint  # noqa: E402
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only what will run
@@ -44,7 +44,11 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory) -> ComfyServer:
     """The real ComfyUI server with this pack loaded, on a free port and a fresh base directory."""
-    server = ComfyServer(tmp_path_factory.mktemp("comfy-base"))
+    base = tmp_path_factory.mktemp("comfy-base")
+    (base / "custom_nodes").mkdir()
+    # a test-only probe node beside the pack: it reads torch's global RNG inside the server (tests/fixtures)
+    (base / "custom_nodes" / "rezcty_test_rng_probe").symlink_to(REPO / "tests" / "fixtures" / "rng_probe")
+    server = ComfyServer(base)
     server.start()
     try:
         failures = server.import_failures()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fixtures.tiny_llm import CACHE, _code_digest, tiny_llm_dir, write_embedding
 
-from harness import link_model
+from harness import link_model, sd15_graph
 from rezcty_core.sd.clip_tokens import count_clip_tokens
 
 TRIGGERS = "rezcty_style, rezcty_structure"
@@ -184,3 +184,30 @@ def test_embedded_smollm2_expands_distinct_ideas(comfy):
         assert text.endswith(", rezcty_style, rezcty_structure") and text.count("rezcty_style") == 1
         assert text != f"{idea}, {TRIGGERS}" or "FALLBACK" in shown  # a fallback is always announced
     assert shown.count("FALLBACK") < 2  # the plain embedded model does expand (few-shot examples)
+
+
+def test_a_seeded_run_leaves_the_servers_global_rng_as_it_found_it(comfy, tiny_base, tiny_sd15):
+    """Read torch's global RNG (CPU, and CUDA where present) inside the server before and after the Whisperer,
+    with the test-only probe node of tests/fixtures/rng_probe. A core KSampler between two probes is the control:
+    it seeds the global RNG, and the probe sees it."""
+    def probe(node_id: str, text, after=None) -> dict:
+        inputs = {"text": text, **({"after": after} if after else {})}
+        return {node_id: {"class_type": "RezctyTestRngProbe", "inputs": inputs},
+                f"{node_id}_show": {"class_type": "PreviewAny", "inputs": {"source": [node_id, 1]}}}
+
+    graph = {"1": {"class_type": "RezctyLLMLoader", "inputs": {"base_model": tiny_base, "adapter": "none",
+                                                               "quantization": "none", "keep_loaded": False}},
+             "2": {"class_type": "RezctyWhispererExpand", "inputs": {
+                 "llm": ["1", 0], "prompt": ["before", 0], "trigger_words": TRIGGERS, "seed": 77,
+                 "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 12}},
+             **probe("before", "a lighthouse on a cliff"), **probe("after", ["2", 0])}
+    result = comfy.run(graph)
+    [before], [after] = result.text("before_show"), result.text("after_show")
+    assert {"2", "before", "after"} <= result.executed_nodes()
+    assert after == before, "the Whisperer (load, sampling, unload) changed the server's global RNG"
+
+    control = {**{k: v for k, v in sd15_graph(tiny_sd15, seed=123).items() if k != "7"},
+               **probe("before", "a red cube"), **probe("after", "x", after=["5", 0])}
+    control["2"]["inputs"]["text"] = ["before", 0]  # the sampler runs after the first probe
+    result = comfy.run(control)
+    assert result.text("after_show") != result.text("before_show")  # KSampler's torch.manual_seed is seen
