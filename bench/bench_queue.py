@@ -31,10 +31,12 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from comfy_server import ComfyProcess, free_port  # noqa: E402
 
+from harness import ensure_debian_binary  # noqa: E402
 from rezcty_core.factory.queue import recovery_bound  # noqa: E402
 
 PY = sys.executable
@@ -137,9 +139,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-recovery", action="store_true")
     args = ap.parse_args()
-    redis_exe = shutil.which("redis-server")
-    if not redis_exe:
-        print("redis-server is missing: apt-get install -y redis-server (the queue test installs it)", file=sys.stderr)
+    try:  # Debian's redis-server, installed with apt-get when missing (as root), as the queue test does
+        redis_exe = shutil.which("redis-server") or ensure_debian_binary("/usr/bin/redis-server", ["redis-server"])
+    except (AssertionError, subprocess.CalledProcessError) as e:
+        print(f"redis-server: {e}", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="rezcty-bench-queue-"))
     port = free_port()
