@@ -299,12 +299,3 @@ class ComfyHost:
 
 HOST = ComfyHost()
 residency.set_host(HOST)
-
-
-# --- core nodes ---------------------------------------------------------------------------------
-
-def core_node_class(class_type: str):
-    """A core node's class by its id (e.g. `UpscaleModelLoader`), or None."""
-    import nodes as comfy_nodes  # ComfyUI's own nodes.py, importable once the server runs
-
-    return comfy_nodes.NODE_CLASS_MAPPINGS.get(class_type)

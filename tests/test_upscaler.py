@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import REPO
+from harness import REPO, ComfyError
 from rezcty_core.common.paths import embedded_dir
 from rezcty_core.factory.validate import validate_graph
 from rezcty_core.sd import upscaler
@@ -116,7 +116,9 @@ def test_x4_of_a_real_photo_reduces_back_to_the_input(comfy, model):
     assert value >= 30.0, f"x4 reduced back by 4: {value:.2f} dB"
 
 
-def test_corrupt_upscaler_is_a_one_line_error_naming_the_file(comfy, tmp_path):
+def test_a_corrupt_upscaler_is_cores_error_and_the_embedded_one_still_loads(comfy, tmp_path):
+    """The pack only adds a search path: core's loader, unpatched, reports the user's bad files as its own errors at
+    that node, and the embedded upscaler loads after them in the same server."""
     folder = comfy.models_dir / "upscale_models"
     real = upscaler.embedded_upscaler_dir() / NAMES[1]
     cases = {
@@ -133,8 +135,16 @@ def test_corrupt_upscaler_is_a_one_line_error_naming_the_file(comfy, tmp_path):
         for name in cases:
             graph = upscale_graph("upscale_astronaut.png", name, "upscale/corrupt")
             graph["load"]["inputs"]["image"] = _tiny_input(comfy)
-            message = comfy.run_error(graph)
-            assert name in message and "\n" not in message.strip(), message
+            with pytest.raises(ComfyError) as failed:
+                comfy.run(graph)
+            # the prompt fails at the loader, where the web page shows the error beside the file's name
+            assert failed.value.payload.get("node_type") == "UpscaleModelLoader", str(failed.value)
+            payload = failed.value.payload  # core's own words (spandrel's UnsupportedModelError has an empty message)
+            assert (payload.get("exception_type", "") + payload.get("exception_message", "")).strip(), payload
+        graph = upscale_graph("upscale_astronaut.png", NAMES[1], "upscale/after_corrupt")
+        graph["load"]["inputs"]["image"] = _tiny_input(comfy)
+        result = comfy.run(graph)
+        assert Image.open(comfy.output_file(result.ui("save")["images"][0])).size == (64, 64)
     finally:
         for name in cases:
             (folder / name).unlink()
