@@ -342,3 +342,13 @@ def done_records(out: Path) -> dict[str, list[dict]]:
         if rec.get("status") == "done":
             found.setdefault(rec["key"], []).append(rec)
     return found
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 300.0, what: str = "") -> None:
+    """Poll `predicate` every 0.1 s until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")

@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from harness import REPO, ComfyServer, batch_manifest, done_records, sd15_graph
+from harness import REPO, ComfyServer, batch_manifest, done_records, sd15_graph, wait_for
 from rezcty_core.factory.errors import ClientError
 from rezcty_core.factory.workflow import apply_sets
 
@@ -173,15 +172,6 @@ def test_batch_refuses_a_workflow_that_does_not_fit_before_queueing(comfy, tmp_p
     assert not (tmp_path / "b" / "manifest.jsonl").exists()  # refused before any item was queued
 
 
-def _wait_for(predicate, timeout: float = 300.0, what: str = "") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
-
-
 def _count_done(out: Path) -> int:
     try:
         return len(done_records(out))
@@ -213,7 +203,7 @@ def test_pool_shares_a_batch_and_survives_a_killed_server_without_duplicates(com
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # both servers take items; then the second one dies in the middle of the batch
-        _wait_for(lambda: {r["server"] for recs in (done_records(out) if (out / "manifest.jsonl").exists() else {}).values()
+        wait_for(lambda: {r["server"] for recs in (done_records(out) if (out / "manifest.jsonl").exists() else {}).values()
                            for r in recs} >= {comfy.url, second_server.url} or proc.poll() is not None,
                   what="both servers to finish an item")
         second_server.kill()
@@ -241,7 +231,7 @@ def test_batch_interrupted_by_killing_the_server_resumes_to_completion(second_se
             "--out", str(out), "--server-timeout", "3", "--quiet"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: _count_done(out) >= 1 or proc.poll() is not None, what="an item done")
+        wait_for(lambda: _count_done(out) >= 1 or proc.poll() is not None, what="an item done")
         second_server.kill()
         stdout, stderr = proc.communicate(timeout=300)
     finally:
@@ -278,7 +268,7 @@ def test_killed_client_resumes_by_collecting_what_the_server_already_ran(comfy, 
         return [r for r in state.values() if r["status"] == "queued"]
 
     try:
-        _wait_for(lambda: queued_not_done() or proc.poll() is not None, what="an item queued")
+        wait_for(lambda: queued_not_done() or proc.poll() is not None, what="an item queued")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:

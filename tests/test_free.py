@@ -36,16 +36,21 @@ def unload_models(comfy) -> None:
     comfy.post("/free", {"unload_models": True})
 
 
-def rss_after_unload(comfy, dropped_line: str, timeout: float = 120) -> int:
+def assert_unload_gives_back(comfy, model: str, dropped_line: str, timeout: float = 120) -> None:
     """Unload, wait until the prompt worker has acted on the flag (the model says it dropped its weights, once
-    more than before), then read the RSS."""
+    more than before), then assert the server's RSS fell by most of the model's weight files."""
+    weights = weight_bytes(embedded_dir() / model)
+    loaded = rss_bytes(comfy)
     before = comfy.log_text().count(dropped_line)
     unload_models(comfy)
     deadline = time.time() + timeout
     while comfy.log_text().count(dropped_line) == before and time.time() < deadline:
         time.sleep(0.25)
     assert comfy.log_text().count(dropped_line) > before, comfy.log_tail(30)
-    return rss_bytes(comfy)
+    after = rss_bytes(comfy)
+    assert loaded - after >= RELEASED_SHARE * weights, (
+        f"RSS {loaded / 2**20:.0f} -> {after / 2**20:.0f} MiB after Unload Models; {model}'s weights are "
+        f"{weights / 2**20:.0f} MiB\n{comfy.log_tail(30)}")
 
 
 def test_unload_models_gives_the_llm_memory_back(comfy):
@@ -58,12 +63,7 @@ def test_unload_models_gives_the_llm_memory_back(comfy):
         "show": {"class_type": "PreviewAny", "inputs": {"source": ["w", 0]}},
     }
     comfy.run(graph)
-    weights = weight_bytes(embedded_dir() / "SmolLM2-135M-Instruct")
-    loaded = rss_bytes(comfy)
-    after = rss_after_unload(comfy, "LLM weights dropped: SmolLM2-135M-Instruct")
-    assert loaded - after >= RELEASED_SHARE * weights, (
-        f"RSS {loaded / 2**20:.0f} -> {after / 2**20:.0f} MiB after Unload Models; the LLM's weights are "
-        f"{weights / 2**20:.0f} MiB\n{comfy.log_tail(30)}")
+    assert_unload_gives_back(comfy, "SmolLM2-135M-Instruct", "LLM weights dropped: SmolLM2-135M-Instruct")
 
 
 def test_unload_models_gives_the_dinov2_memory_back(comfy):
@@ -78,12 +78,7 @@ def test_unload_models_gives_the_dinov2_memory_back(comfy):
         "show": {"class_type": "PreviewAny", "inputs": {"source": ["embed", 0]}},
     }
     comfy.run(graph)
-    weights = weight_bytes(embedded_dir() / "dinov2-small")
-    loaded = rss_bytes(comfy)
-    after = rss_after_unload(comfy, "DINOv2 weights dropped: dinov2-small")
-    assert loaded - after >= RELEASED_SHARE * weights, (
-        f"RSS {loaded / 2**20:.0f} -> {after / 2**20:.0f} MiB after Unload Models; DINOv2's weights are "
-        f"{weights / 2**20:.0f} MiB\n{comfy.log_tail(30)}")
+    assert_unload_gives_back(comfy, "dinov2-small", "DINOv2 weights dropped: dinov2-small")
     # the loader's output stays in ComfyUI's node cache: its next use reads the weights again
     loads = comfy.log_text().count("DINOv2 weights loaded from disk: dinov2-small")
     Image.new("RGB", (64, 48), (20, 90, 160)).save(comfy.input_dir / "free_dino.png")

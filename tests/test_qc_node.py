@@ -130,17 +130,23 @@ def test_unknown_profile_is_refused_by_validation(comfy):
     assert "no_such_profile" in err
 
 
-def test_dinov2_embeddings_feed_the_duplicate_check(comfy, small_profile):
-    a, b = qc_synth.clean_image(260, 640, 480), qc_synth.clean_image(261, 640, 480)
-    files = [save_input(comfy, "qc_emb_a.png", a), save_input(comfy, "qc_emb_a_copy.png", a),
-             save_input(comfy, "qc_emb_b.png", b)]
-    graph = judge_graph(files, small_profile, prefix="qcemb")
+def with_dinov2_embeddings(graph: dict) -> dict:
+    """The judge graph with DINOv2 (embedded dinov2-small, CLS) embedding the judged images into `image_embedding`."""
     graph["dino"] = {"class_type": "RezctyDINOv2Loader",
                      "inputs": {"model": "embedded: dinov2-small", "device": "cpu", "dtype": "fp32"}}
     graph["emb"] = {"class_type": "RezctyDINOv2Embed", "inputs": {"dino": ["dino", 0], "pooling": "cls",
                                                                   "use_cache": False,
                                                                   "image": graph["judge"]["inputs"]["images"]}}
     graph["judge"]["inputs"]["image_embedding"] = ["emb", 0]
+    return graph
+
+
+def test_dinov2_embeddings_feed_the_duplicate_check(comfy, small_profile):
+    a, b = qc_synth.clean_image(260, 640, 480), qc_synth.clean_image(261, 640, 480)
+    files = [save_input(comfy, "qc_emb_a.png", a), save_input(comfy, "qc_emb_a_copy.png", a),
+             save_input(comfy, "qc_emb_b.png", b)]
+    graph = judge_graph(files, small_profile, prefix="qcemb")
+    with_dinov2_embeddings(graph)
     report = json.loads(comfy.run(graph).text("report")[0])
     assert [e["verdict"] for e in report] == ["pass", "reject", "pass"]
     dup = report[1]["measurements"]["duplicate_of"]
@@ -172,12 +178,7 @@ def test_similar_budget_keeps_two_per_cluster_of_near_variations(comfy, small_pr
     folder = comfy.base_dir / "user" / "rezcty" / "qc_profiles"  # no history: these photos stay out of other tests
     (folder / "qc_test_similar.json").write_text(json.dumps({"extends": SMALL_PROFILE, "duplicate": {"history": False}}))
     graph = judge_graph(files, "qc_test_similar", prefix="qcsim")
-    graph["dino"] = {"class_type": "RezctyDINOv2Loader",
-                     "inputs": {"model": "embedded: dinov2-small", "device": "cpu", "dtype": "fp32"}}
-    graph["emb"] = {"class_type": "RezctyDINOv2Embed", "inputs": {"dino": ["dino", 0], "pooling": "cls",
-                                                                  "use_cache": False,
-                                                                  "image": graph["judge"]["inputs"]["images"]}}
-    graph["judge"]["inputs"]["image_embedding"] = ["emb", 0]
+    with_dinov2_embeddings(graph)
     result = comfy.run(graph)
     report = json.loads(result.text("report")[0])
     rockets, astronauts = [report[i] for i in (0, 1, 3)], [report[i] for i in (2, 4)]

@@ -19,7 +19,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import REPO, ComfyServer, batch_manifest, done_records, ensure_debian_binary, free_port, sd15_graph
+from harness import (
+    REPO,
+    ComfyServer,
+    batch_manifest,
+    done_records,
+    ensure_debian_binary,
+    free_port,
+    sd15_graph,
+    wait_for,
+)
 
 PY = sys.executable
 REDIS = "/usr/bin/redis-server"
@@ -58,15 +67,6 @@ def work(tmp_path: Path, n: int, size: int = 512, seed: int = 0) -> tuple[Path, 
 
 
 manifest = batch_manifest
-
-
-def wait_for(predicate, timeout: float = 300.0, what: str = "") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 class Worker:

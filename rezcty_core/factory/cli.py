@@ -271,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--server", action="append", required=server_required, metavar="URL",
                        help="ComfyUI server, e.g. http://127.0.0.1:8188 (repeat for a pool in batch mode)")
 
+    def batch_run_options(p: argparse.ArgumentParser) -> None:
+        """How a batch runs its items (`batch` and `line`)."""
+        p.add_argument("--retry-failed", action="store_true", help="run items that failed before once more")
+        p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one item")
+        p.add_argument("--server-timeout", type=float, default=60.0,
+                       help="seconds a server may stay unreachable before the batch stops (resume later)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     p = sub.add_parser("run", help="run one workflow and download its outputs")
     common(p)
     p.add_argument("--out", default=None, help="folder for the downloaded outputs")
@@ -306,11 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "upscaler and preset in each prompt")
     p.add_argument("--line2-set", action="append", default=[], metavar="NODE.INPUT=VALUE",
                    help="with --line2: change an input of that workflow before it is recorded")
-    p.add_argument("--retry-failed", action="store_true", help="run items that failed before once more")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one item")
-    p.add_argument("--server-timeout", type=float, default=60.0,
-                   help="seconds a server may stay unreachable before the batch stops (resume later)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch_run_options(p)
     p = sub.add_parser("line", help="run a factory line (line1, line2, line3) as declared in factory/lines.py")
     p.add_argument("line", help="line1 (ideas -> prompts), line2 (prompts -> images), line3 (images -> QC, metadata)")
     p.add_argument("--server", action="append", default=[], metavar="URL", help="ComfyUI server (repeat for a pool)")
@@ -335,11 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the shipped one)")
     p.add_argument("--line2-with", action="append", default=[], metavar="SETTING=VALUE",
                    help="line 1: a line-2 setting recorded in each prompt")
-    p.add_argument("--retry-failed", action="store_true", help="run items that failed before once more")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one item")
-    p.add_argument("--server-timeout", type=float, default=60.0,
-                   help="seconds a server may stay unreachable before the batch stops (resume later)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch_run_options(p)
     p = sub.add_parser("free", help="unload models on the server(s) (between lines)")
     common(p, workflow=False)
     p = sub.add_parser("export", help="rebuild one agency's upload CSV from the written images' sidecars")
